@@ -1,0 +1,72 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.utils.translation import gettext_lazy as _
+
+from members.models import ConsentRecord, Member, Store, User
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "name", "is_staff", "is_active", "last_login"]
+    list_filter = ["is_staff", "is_active", "groups", "stores"]
+    search_fields = ["email", "name"]
+    filter_horizontal = ["groups", "user_permissions", "stores"]
+    fieldsets = [
+        (None, {"fields": ["email", "password", "name"]}),
+        (_("Work"), {"fields": ["stores", "groups"]}),
+        (_("Access"), {"fields": ["is_active", "is_staff", "is_superuser", "user_permissions"]}),
+        (_("Dates"), {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "name", "password1", "password2"]})]
+
+
+@admin.register(Store)
+class StoreAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "timezone", "is_active"]
+    list_filter = ["is_active", "timezone"]
+    search_fields = ["code", "name", "address"]
+
+
+class ConsentRecordInline(admin.TabularInline):
+    model = ConsentRecord
+    extra = 0
+    can_delete = False
+    readonly_fields = ["channel", "granted", "recorded_at", "source", "recorded_by"]
+
+    def has_add_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+
+@admin.register(Member)
+class MemberAdmin(admin.ModelAdmin):
+    list_display = ["member_number", "name", "phone", "email", "status", "enrolled_at", "enrolled_store"]
+    list_filter = ["status", "enrolment_channel", "enrolled_store", "language", "email_consent", "sms_consent"]
+    search_fields = ["member_number", "phone", "email", "name", "card_code", "external_ref"]
+    date_hierarchy = "enrolled_at"
+    list_select_related = ["enrolled_store"]
+    readonly_fields = [
+        "member_number",
+        "card_code",
+        "enrolled_at",
+        "enrolment_channel",
+        "enrolled_store",
+        "enrolled_by",
+        "email_consent",
+        "email_consent_at",
+        "sms_consent",
+        "sms_consent_at",
+        "updated_at",
+    ]
+    raw_id_fields = ["user"]
+    inlines = [ConsentRecordInline]
+    fieldsets = [
+        (None, {"fields": ["member_number", "card_code", "status"]}),
+        (_("Contact"), {"fields": ["name", "phone", "email", "language", "birthday", "gender", "preferred_store", "external_ref", "user"]}),
+        (_("Enrolment"), {"fields": ["enrolled_at", "enrolment_channel", "enrolled_store", "enrolled_by"]}),
+        (_("Marketing consent"), {"fields": ["email_consent", "email_consent_at", "sms_consent", "sms_consent_at"]}),
+    ]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        # Members are enrolled at the counter, online, by API or import: all through the service.
+        return False

@@ -1,0 +1,157 @@
+"""Writes for members: enrolment, profile and consent changes."""
+
+import datetime as dt
+import secrets
+
+import phonenumbers
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from members.models import ConsentRecord, Member, Store, User
+
+
+class DuplicateMember(ValidationError):
+    """The phone, e-mail or external reference already belongs to another member."""
+
+    def __init__(self, *, field: str, existing: Member):
+        self.field = field
+        self.existing = existing
+        super().__init__(
+            {field: _("This belongs to member %(number)s already.") % {"number": existing.member_number}},
+            code="duplicate",
+        )
+
+
+def phone_normalise(raw: str, *, region: str | None = None) -> str:
+    """Return the E.164 form of a phone number typed in any common local format."""
+    try:
+        number = phonenumbers.parse(raw, region or settings.PHONENUMBER_DEFAULT_REGION)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is None or not phonenumbers.is_valid_number(number):
+        raise ValidationError({"phone": _("Enter a valid phone number.")}, code="invalid")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def email_normalise(raw: str) -> str:
+    email = raw.strip().lower()
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise ValidationError({"email": _("Enter a valid e-mail address.")}, code="invalid") from None
+    return email
+
+
+def _luhn_digit(digits: str) -> str:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str((10 - total % 10) % 10)
+
+
+def member_number_new() -> str:
+    # Ten digits, the last a Luhn check digit, so a mistyped number is caught at the counter.
+    body = str(secrets.randbelow(9 * 10**8) + 10**8)
+    return body + _luhn_digit(body)
+
+
+def member_number_is_valid(number: str) -> bool:
+    return len(number) == 10 and number.isdigit() and _luhn_digit(number[:-1]) == number[-1]
+
+
+def _find_duplicate(*, phone: str | None, email: str, external_ref: str, exclude: int | None = None) -> None:
+    others = Member.objects.exclude(pk=exclude) if exclude else Member.objects.all()
+    for field, value, lookup in (
+        ("phone", phone, "phone"),
+        ("email", email, "email__iexact"),
+        ("external_ref", external_ref, "external_ref"),
+    ):
+        if value and (existing := others.filter(**{lookup: value}).first()):
+            raise DuplicateMember(field=field, existing=existing)
+
+
+@transaction.atomic
+def member_enrol(
+    *,
+    channel: str,
+    phone: str = "",
+    email: str = "",
+    name: str = "",
+    birthday: dt.date | None = None,
+    gender: str = "",
+    language: str = Member.Language.ENGLISH,
+    external_ref: str = "",
+    store: Store | None = None,
+    by: User | None = None,
+    email_consent: bool = False,
+    sms_consent: bool = False,
+    enrolled_at: dt.datetime | None = None,
+) -> Member:
+    """Enrol a new member with at least a phone number or an e-mail address."""
+    phone_e164 = phone_normalise(phone) if phone.strip() else None
+    email = email_normalise(email) if email.strip() else ""
+    if phone_e164 is None and not email:
+        raise ValidationError({"phone": _("A phone number or an e-mail address is required.")}, code="required")
+    if birthday and birthday > timezone.localdate():
+        raise ValidationError({"birthday": _("The birthday cannot be in the future.")}, code="invalid")
+    if gender and gender not in Member.Gender.values:
+        raise ValidationError({"gender": _("Choose a valid gender.")}, code="invalid")
+    if channel not in Member.Channel.values:
+        raise ValidationError({"channel": _("Choose a valid enrolment channel.")}, code="invalid")
+    _find_duplicate(phone=phone_e164, email=email, external_ref=external_ref)
+    now = timezone.now()
+    member = Member(
+        phone=phone_e164,
+        email=email,
+        name=name.strip(),
+        birthday=birthday,
+        gender=gender,
+        language=language,
+        external_ref=external_ref.strip(),
+        enrolment_channel=channel,
+        enrolled_store=store,
+        preferred_store=store,
+        enrolled_by=by,
+        enrolled_at=enrolled_at or now,
+    )
+    for _attempt in range(5):
+        member.member_number = member_number_new()
+        try:
+            with transaction.atomic():
+                member.save()
+            break
+        except IntegrityError:
+            # A concurrent enrolment with the same phone or e-mail wins the unique index;
+            # report it as the duplicate it is. Otherwise the random number collided: retry.
+            _find_duplicate(phone=phone_e164, email=email, external_ref=external_ref)
+    else:
+        raise RuntimeError("could not allocate a unique member number")
+    for channel_name, granted in (("email", email_consent), ("sms", sms_consent)):
+        if granted:
+            member_consent_set(member=member, channel=channel_name, granted=True, source=channel, by=by)
+    return member
+
+
+@transaction.atomic
+def member_consent_set(*, member: Member, channel: str, granted: bool, source: str, by: User | None = None) -> Member:
+    """Record a marketing consent given or withdrawn for one channel."""
+    if channel not in ConsentRecord.Channel.values:
+        raise ValidationError({"channel": _("Choose a valid channel.")}, code="invalid")
+    now = timezone.now()
+    setattr(member, f"{channel}_consent", granted)
+    setattr(member, f"{channel}_consent_at", now)
+    member.save(update_fields=[f"{channel}_consent", f"{channel}_consent_at", "updated_at"])
+    ConsentRecord.objects.create(member=member, channel=channel, granted=granted, recorded_at=now, source=source, recorded_by=by)
+    return member
+
+
+def store_create(*, code: str, name: str, timezone_name: str = "Asia/Shanghai", address: str = "") -> Store:
+    store = Store(code=code, name=name, timezone=timezone_name, address=address)
+    store.full_clean()
+    store.save()
+    return store

@@ -1,0 +1,6 @@
+"""Referrals: codes and links, the friend's qualifying purchase, two-sided rewards, fraud guards.
+
+May import `members` and `rewards` (and writes to them only through their `services`).
+Never imports `campaigns`, its sibling, nor `analytics`. Reacts to purchases through
+`rewards.hooks`, with handlers registered in `loyalty_site`.
+"""

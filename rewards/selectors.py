@@ -1,0 +1,105 @@
+"""Reads that shape ledger data for pages, the API and the reconciliation command."""
+
+from dataclasses import dataclass
+
+
+from django.db import connection
+from django.db.models import Sum
+
+from members.models import Member
+from rewards.models import LedgerEntry, PointsAccount, PointsLot
+
+
+@dataclass(frozen=True)
+class Drift:
+    member_id: int
+    problem: str
+
+
+ACCOUNT_DRIFT_SQL = """
+WITH e AS (
+    SELECT account_id, SUM(points) AS total, SUM(owed_points) AS owed_created,
+           -COALESCE(SUM(points) FILTER (WHERE kind = 'spend'), 0) AS spent
+    FROM rewards_ledgerentry GROUP BY account_id
+), l AS (
+    SELECT account_id,
+           COALESCE(SUM(remaining) FILTER (WHERE status = 'available'), 0) AS available,
+           COALESCE(SUM(remaining) FILTER (WHERE status = 'pending'), 0) AS pending,
+           SUM(points) AS earned
+    FROM rewards_pointslot GROUP BY account_id
+), r AS (
+    SELECT l.account_id, SUM(x.points) AS repaid
+    FROM rewards_lotallocation x JOIN rewards_pointslot l ON l.id = x.lot_id
+    WHERE x.kind = 'repay' GROUP BY l.account_id
+)
+SELECT a.member_id, concat_ws('; ',
+    CASE WHEN a.available <> COALESCE(l.available, 0)
+         THEN format('available %%s but lots hold %%s', a.available, COALESCE(l.available, 0)) END,
+    CASE WHEN a.pending <> COALESCE(l.pending, 0)
+         THEN format('pending %%s but lots hold %%s', a.pending, COALESCE(l.pending, 0)) END,
+    CASE WHEN a.available + a.pending - a.owed <> COALESCE(e.total, 0)
+         THEN format('balance %%s but entries sum to %%s', a.available + a.pending - a.owed, COALESCE(e.total, 0)) END,
+    CASE WHEN a.owed <> COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)
+         THEN format('owed %%s but clawbacks owe %%s', a.owed, COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)) END,
+    CASE WHEN a.lifetime_earned <> COALESCE(l.earned, 0)
+         THEN format('earned to date %%s but lots total %%s', a.lifetime_earned, COALESCE(l.earned, 0)) END,
+    CASE WHEN a.lifetime_spent <> COALESCE(e.spent, 0)
+         THEN format('spent to date %%s but spends total %%s', a.lifetime_spent, COALESCE(e.spent, 0)) END
+)
+FROM rewards_pointsaccount a
+LEFT JOIN e ON e.account_id = a.member_id
+LEFT JOIN l ON l.account_id = a.member_id
+LEFT JOIN r ON r.account_id = a.member_id
+WHERE a.available <> COALESCE(l.available, 0) OR a.pending <> COALESCE(l.pending, 0)
+   OR a.available + a.pending - a.owed <> COALESCE(e.total, 0)
+   OR a.owed <> COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)
+   OR a.lifetime_earned <> COALESCE(l.earned, 0) OR a.lifetime_spent <> COALESCE(e.spent, 0)
+ORDER BY a.member_id
+"""
+
+LOT_DRIFT_SQL = """
+SELECT l.account_id, format('lot %%s: %%s points, %%s taken, but %%s remaining', l.id, l.points, COALESCE(x.taken, 0), l.remaining)
+FROM rewards_pointslot l
+LEFT JOIN (SELECT lot_id, SUM(points) AS taken FROM rewards_lotallocation GROUP BY lot_id) x ON x.lot_id = l.id
+WHERE l.points - COALESCE(x.taken, 0) <> l.remaining
+ORDER BY l.account_id, l.id
+"""
+
+EARN_DRIFT_SQL = """
+SELECT p.member_id, format('purchase %%s earned %%s points but its earn entry says %%s', p.id, p.points_earned, COALESCE(e.points, 0))
+FROM rewards_purchase p
+LEFT JOIN rewards_ledgerentry e ON e.purchase_id = p.id AND e.kind = 'earn'
+WHERE p.member_id IS NOT NULL AND p.points_earned <> COALESCE(e.points, 0)
+ORDER BY p.member_id
+"""
+
+
+def ledger_drift() -> list[Drift]:
+    """Reconcile every account against its entries and lots; an empty list means no drift."""
+    drifts: list[Drift] = []
+    with connection.cursor() as cursor:
+        for sql in (ACCOUNT_DRIFT_SQL, LOT_DRIFT_SQL, EARN_DRIFT_SQL):
+            cursor.execute(sql)
+            drifts.extend(Drift(member_id=row[0], problem=row[1]) for row in cursor.fetchall())
+    return drifts
+
+
+def account_for(member: Member) -> PointsAccount:
+    """Return the member's balances, all zero before their first points."""
+    return PointsAccount.objects.filter(member=member).first() or PointsAccount(member=member)
+
+
+def upcoming_expiries(member: Member, *, limit: int = 3) -> list[dict[str, object]]:
+    """Return the next expiry dates with the points that expire on each."""
+    return list(
+        PointsLot.objects.filter(account_id=member.pk, status__in=["pending", "available"], remaining__gt=0, expires_at__isnull=False)
+        .values("expires_at")
+        .annotate(points=Sum("remaining"))
+        .order_by("expires_at")[:limit]
+    )
+
+
+def history(member: Member) -> "list[LedgerEntry]":
+    return list(
+        LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot")
+    )

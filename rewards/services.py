@@ -1,0 +1,801 @@
+"""Writes to the programme and the points ledger: the only code that changes balances.
+
+Locking order, everywhere: purchase row, then the member's `PointsAccount` row, then that
+account's lots. Whoever holds the account row may change its lots; bulk jobs lock a chunk of
+accounts in id order first. Every write is idempotent by a natural key.
+"""
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from members.models import Member, Store, User
+from rewards import hooks
+from rewards.models import (
+    LedgerEntry,
+    LotAllocation,
+    PointsAccount,
+    PointsLot,
+    Programme,
+    ProgrammeRules,
+    Purchase,
+    PurchaseLine,
+    Return,
+    ReturnLine,
+    TermsAcceptance,
+    TermsVersion,
+)
+from rewards.money import format_money, quantize
+
+# A till's clock may run a little ahead of ours.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+BULK_CHUNK = 5000
+
+
+class RewardsError(Exception):
+    """A request the programme's rules refuse; `field` names the input at fault."""
+
+    code = "refused"
+    field = "non_field_errors"
+
+    def __init__(self, message: str, *, field: str | None = None, **facts: object):
+        super().__init__(message)
+        self.message = message
+        self.facts = facts
+        if field:
+            self.field = field
+
+
+class InsufficientPoints(RewardsError):
+    code = "insufficient_points"
+    field = "points"
+
+
+class PointsOwed(RewardsError):
+    code = "points_owed"
+    field = "points"
+
+
+class ReplayConflict(RewardsError):
+    """The same natural key was sent before with a different body."""
+
+    code = "conflict"
+
+
+class ProgrammeNotConfigured(RewardsError):
+    code = "programme_not_configured"
+
+
+@dataclass(frozen=True)
+class LineInput:
+    amount: Decimal
+    quantity: int = 1
+    sku: str = ""
+    name: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True)
+class PurchaseResult:
+    purchase: Purchase
+    created: bool
+    entry: LedgerEntry | None
+
+
+@dataclass(frozen=True)
+class ReturnResult:
+    return_record: Return
+    created: bool
+    entry: LedgerEntry | None
+
+
+# --- programme and terms ---------------------------------------------------------------
+
+
+def programme_get() -> Programme:
+    programme = Programme.objects.first()
+    if programme is None:
+        raise ProgrammeNotConfigured(_("The loyalty programme has not been set up yet."))
+    return programme
+
+
+def rules_in_force(*, at: dt.datetime | None = None) -> ProgrammeRules:
+    rules = ProgrammeRules.objects.select_related("programme").in_force(at or timezone.now())
+    if rules is None:
+        raise ProgrammeNotConfigured(_("The loyalty programme has no rules yet."))
+    return rules
+
+
+def rules_publish(*, by: User | None, effective_from: dt.datetime | None = None, **fields: object) -> ProgrammeRules:
+    """Record a new version of the rules; versions already in force are never edited."""
+    programme = programme_get()
+    effective_from = effective_from or timezone.now()
+    if effective_from < timezone.now() - CLOCK_SKEW:
+        raise ValidationError({"effective_from": _("New rules cannot start in the past.")})
+    rules = ProgrammeRules(programme=programme, effective_from=effective_from, created_by=by, **fields)
+    rules.full_clean()
+    rules.save()
+    return rules
+
+
+def terms_current(*, at: dt.datetime | None = None) -> TermsVersion | None:
+    return TermsVersion.objects.filter(published_at__lte=at or timezone.now()).order_by("-published_at").first()
+
+
+def terms_accept(*, member: Member, channel: str, terms: TermsVersion | None = None) -> TermsAcceptance:
+    """Record that the member accepted the current terms; accepting twice is a no-op."""
+    terms = terms or terms_current()
+    if terms is None:
+        raise RewardsError(_("There are no published terms to accept."))
+    acceptance, _created = TermsAcceptance.objects.get_or_create(member=member, terms=terms, defaults={"channel": channel})
+    return acceptance
+
+
+# --- input parsing ---------------------------------------------------------------------
+
+
+def _amount(value: object, field: str, errors: dict[str, str], *, allow_zero: bool = False) -> Decimal:
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        errors[field] = _("Enter an amount such as 42.50.")
+        return Decimal(0)
+    if not amount.is_finite():
+        errors[field] = _("Enter an amount such as 42.50.")
+    elif amount.as_tuple().exponent < -2:  # type: ignore[operator]
+        errors[field] = _("Use at most two decimal places.")
+    elif amount < 0 or (amount == 0 and not allow_zero):
+        errors[field] = _("The amount must be more than zero.") if not allow_zero else _("The amount cannot be negative.")
+    elif amount >= Decimal("1e12"):
+        errors[field] = _("The amount is too large.")
+    else:
+        return amount
+    return Decimal(0)
+
+
+def _canonical(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01")))
+
+
+def _fingerprint(payload: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _receipt(value: str, field: str, errors: dict[str, str]) -> str:
+    value = (value or "").strip()
+    if not value:
+        errors[field] = _("This field is required.")
+    elif len(value) > 64:
+        errors[field] = _("Use at most 64 characters.")
+    return value
+
+
+def _check_member(member: Member | None, errors: dict[str, str]) -> None:
+    if member is not None and member.status != Member.Status.ACTIVE:
+        errors["member"] = _("This membership is %(status)s and cannot earn or spend points.") % {
+            "status": member.get_status_display().lower()
+        }
+
+
+# --- the ledger's moving parts (call with the account row locked) ------------------------
+
+
+def _account_locked(member: Member) -> PointsAccount:
+    PointsAccount.objects.bulk_create([PointsAccount(member=member)], ignore_conflicts=True)
+    return PointsAccount.objects.select_for_update().get(member=member)
+
+
+def _save_account(account: PointsAccount) -> None:
+    account.save(update_fields=["available", "pending", "owed", "lifetime_earned", "lifetime_spent", "updated_at"])
+
+
+def _take(
+    account: PointsAccount, lots: Iterable[PointsLot], points: int, kind: str, entry: LedgerEntry | None, now: dt.datetime
+) -> int:
+    """Take up to `points` from the given lots in order; return how many were taken."""
+    taken = 0
+    changed, allocations = [], []
+    for lot in lots:
+        if taken == points:
+            break
+        part = min(lot.remaining, points - taken)
+        if part <= 0:
+            continue
+        lot.remaining -= part
+        taken += part
+        if lot.status == PointsLot.Status.PENDING:
+            account.pending -= part
+        else:
+            account.available -= part
+        changed.append(lot)
+        allocations.append(LotAllocation(lot=lot, entry=entry, kind=kind, points=part, created_at=now))
+    PointsLot.objects.bulk_update(changed, ["remaining"])
+    LotAllocation.objects.bulk_create(allocations)
+    return taken
+
+
+def _repay_owed(account: PointsAccount, now: dt.datetime) -> None:
+    if account.owed and account.available:
+        repaid = _take(account, account.lots.spendable(), min(account.owed, account.available), "repay", None, now)
+        account.owed -= repaid
+
+
+def _credit(
+    account: PointsAccount,
+    *,
+    points: int,
+    kind: str,
+    earned_at: dt.datetime,
+    rules: ProgrammeRules,
+    now: dt.datetime,
+    available_at: dt.datetime | None = None,
+    **entry_fields: object,
+) -> LedgerEntry:
+    available_at = available_at or earned_at
+    expires_at = rules.expires_at(earned_at, rules.programme.tz)
+    if expires_at is not None:
+        available_at = min(available_at, expires_at)
+    pending = available_at > now
+    lot = PointsLot.objects.create(
+        account=account,
+        points=points,
+        remaining=points,
+        status=PointsLot.Status.PENDING if pending else PointsLot.Status.AVAILABLE,
+        available_at=available_at,
+        expires_at=expires_at,
+        purchase=entry_fields.get("purchase"),  # type: ignore[misc]
+        earned_at=earned_at,
+    )
+    entry = LedgerEntry.objects.create(
+        account=account, kind=kind, points=points, lot=lot, occurred_at=earned_at, created_at=now, **entry_fields
+    )
+    if pending:
+        account.pending += points
+    else:
+        account.available += points
+        _repay_owed(account, now)
+    account.lifetime_earned += points
+    _save_account(account)
+    return entry
+
+
+def _debit(account: PointsAccount, *, points: int, kind: str, now: dt.datetime, **entry_fields: object) -> LedgerEntry:
+    entry = LedgerEntry.objects.create(account=account, kind=kind, points=-points, occurred_at=now, created_at=now, **entry_fields)
+    taken = _take(account, account.lots.spendable(), points, LotAllocation.Kind.SPEND, entry, now)
+    if taken != points:  # the balance was checked under the lock; this would be a bug
+        raise RuntimeError(f"account {account.pk}: lots hold {taken} of {points} cached available points")
+    if kind == LedgerEntry.Kind.SPEND:
+        account.lifetime_spent += points
+    _save_account(account)
+    return entry
+
+
+# --- purchases -------------------------------------------------------------------------
+
+
+def _earn_base(*, net: Decimal, tax: Decimal, lines: Sequence[LineInput], rules: ProgrammeRules, currency: str) -> tuple[Decimal, Decimal]:
+    """Return (amount that earns points, amount excluded by category)."""
+    base = net if rules.earn_base == ProgrammeRules.EarnBase.NET_WITH_TAX else net - tax
+    excluded_categories = {c.strip().lower() for c in rules.excluded_categories}
+    lines_total = sum((line.amount for line in lines), Decimal(0))
+    if not excluded_categories or not lines_total:
+        return base, Decimal(0)
+    excluded_lines = sum((line.amount for line in lines if line.category.strip().lower() in excluded_categories), Decimal(0))
+    excluded = quantize(base * excluded_lines / lines_total, currency)
+    return base - excluded, excluded
+
+
+def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.datetime) -> LedgerEntry | None:
+    rules = purchase.rules
+    currency = rules.programme.currency
+    base, excluded = _earn_base(net=purchase.net, tax=purchase.tax, lines=lines, rules=rules, currency=currency)
+    purchase.earn_base = base
+    points = rules.points_for(base) if base >= rules.minimum_purchase else 0
+    purchase.points_earned = max(points, 0)
+    purchase.save(update_fields=["earn_base", "points_earned"])
+    if purchase.member is None or purchase.points_earned <= 0:
+        return None
+    account = _account_locked(purchase.member)
+    return _credit(
+        account,
+        points=purchase.points_earned,
+        kind=LedgerEntry.Kind.EARN,
+        earned_at=purchase.occurred_at,
+        available_at=purchase.occurred_at + dt.timedelta(days=rules.pending_days),
+        rules=rules,
+        now=now,
+        purchase=purchase,
+        actor=purchase.recorded_by,
+        detail={
+            "receipt": purchase.receipt_number,
+            "store": purchase.store.name,
+            "currency": currency,
+            "base": _canonical(base),
+            "excluded": _canonical(excluded),
+            "rate": str(rules.points_per_unit),
+        },
+    )
+
+
+def _earn_entry(purchase: Purchase) -> LedgerEntry | None:
+    return purchase.entries.filter(kind=LedgerEntry.Kind.EARN).first()
+
+
+@transaction.atomic
+def purchase_record(
+    *,
+    store: Store,
+    receipt_number: str,
+    amount: object,
+    discount: object = 0,
+    tax: object = 0,
+    occurred_at: dt.datetime | None = None,
+    channel: str = Purchase.Channel.STORE,
+    member: Member | None = None,
+    lines: Sequence[LineInput] = (),
+    by: User | None = None,
+    via: str = "",
+) -> PurchaseResult:
+    """Record a sale and award its points; a replay of the same receipt returns the original."""
+    now = timezone.now()
+    errors: dict[str, str] = {}
+    receipt_number = _receipt(receipt_number, "receipt_number", errors)
+    gross = _amount(amount, "amount", errors)
+    discount_amount = _amount(discount, "discount", errors, allow_zero=True)
+    tax_amount = _amount(tax, "tax", errors, allow_zero=True)
+    if "amount" not in errors and discount_amount > gross:
+        errors["discount"] = _("The discount cannot be more than the amount.")
+    if not errors and tax_amount > gross - discount_amount:
+        errors["tax"] = _("The tax cannot be more than the amount paid.")
+    if occurred_at is not None and occurred_at > now + CLOCK_SKEW:
+        errors["occurred_at"] = _("The purchase time cannot be in the future.")
+    if channel not in Purchase.Channel.values:
+        errors["channel"] = _("Choose a valid channel.")
+    if not store.is_active:
+        errors["store"] = _("This store is closed.")
+    _check_member(member, errors)
+    for i, line in enumerate(lines):
+        line_errors: dict[str, str] = {}
+        _amount(line.amount, "amount", line_errors, allow_zero=True)
+        if line.quantity < 1:
+            line_errors["quantity"] = _("The quantity must be at least 1.")
+        for key, message in line_errors.items():
+            errors[f"lines[{i}].{key}"] = message
+    if lines and not errors and sum(Decimal(line.amount) for line in lines) != gross:
+        errors["lines"] = _("The lines add up to %(lines)s but the amount is %(amount)s.") % {
+            "lines": sum(Decimal(line.amount) for line in lines),
+            "amount": gross,
+        }
+    if errors:
+        raise ValidationError(errors)
+
+    fingerprint = _fingerprint(
+        {
+            "member": member.member_number if member else None,
+            "amount": _canonical(gross),
+            "discount": _canonical(discount_amount),
+            "tax": _canonical(tax_amount),
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+            "channel": channel,
+            "lines": [[line.sku, line.name, line.category, line.quantity, _canonical(Decimal(line.amount))] for line in lines],
+        }
+    )
+    occurred_at = occurred_at or now
+    rules = rules_in_force(at=occurred_at)
+    try:
+        with transaction.atomic():
+            purchase = Purchase.objects.create(
+                store=store,
+                receipt_number=receipt_number,
+                member=member,
+                channel=channel,
+                gross=gross,
+                discount=discount_amount,
+                tax=tax_amount,
+                net=gross - discount_amount,
+                occurred_at=occurred_at,
+                recorded_by=by,
+                recorded_via=via,
+                rules=rules,
+                fingerprint=fingerprint,
+            )
+    except IntegrityError:
+        # The unique (store, receipt) index made us wait for a concurrent twin: a replay.
+        original = Purchase.objects.filter(store=store, receipt_number=receipt_number).first()
+        if original is None:
+            raise
+        if original.fingerprint != fingerprint:
+            raise ReplayConflict(
+                _("Receipt %(receipt)s was already recorded at this store with different details.") % {"receipt": receipt_number},
+                purchase_id=original.pk,
+            ) from None
+        return PurchaseResult(purchase=original, created=False, entry=_earn_entry(original))
+    PurchaseLine.objects.bulk_create(
+        PurchaseLine(
+            purchase=purchase,
+            line_number=i,
+            sku=line.sku,
+            name=line.name,
+            category=line.category.strip(),
+            quantity=line.quantity,
+            amount=Decimal(line.amount),
+        )
+        for i, line in enumerate(lines, start=1)
+    )
+    entry = _award_purchase(purchase, lines, now)
+    hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
+    return PurchaseResult(purchase=purchase, created=True, entry=entry)
+
+
+@transaction.atomic
+def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None) -> PurchaseResult:
+    """Attach a sale recorded without a card to a member and award its points once."""
+    purchase = Purchase.objects.select_for_update(of=("self",)).select_related("rules__programme", "store").get(pk=purchase.pk)
+    if purchase.member_id == member.pk:
+        return PurchaseResult(purchase=purchase, created=False, entry=_earn_entry(purchase))
+    errors: dict[str, str] = {}
+    _check_member(member, errors)
+    if purchase.member_id is not None:
+        errors["purchase"] = _("This purchase already belongs to another member.")
+    elif purchase.occurred_at + dt.timedelta(days=purchase.rules.claim_days) < timezone.now():
+        errors["purchase"] = _("Sales can only be claimed within %(days)s days.") % {"days": purchase.rules.claim_days}
+    elif purchase.returns.exists():
+        errors["purchase"] = _("A purchase with a return cannot be claimed.")
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    purchase.member = member
+    purchase.claimed_at = now
+    purchase.save(update_fields=["member", "claimed_at"])
+    lines = [LineInput(amount=line.amount, quantity=line.quantity, category=line.category) for line in purchase.lines.all()]
+    entry = _award_purchase(purchase, lines, now)
+    if entry is not None and by is not None:
+        entry.actor = by
+        entry.save(update_fields=["actor"])
+    hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
+    return PurchaseResult(purchase=purchase, created=True, entry=entry)
+
+
+# --- returns ---------------------------------------------------------------------------
+
+
+def _return_lines(purchase: Purchase, lines: Sequence[tuple[int, int]], errors: dict[str, str]) -> tuple[Decimal, list[ReturnLine]]:
+    by_number = {line.line_number: line for line in purchase.lines.all()}
+    returned = dict(
+        ReturnLine.objects.filter(purchase_line__purchase=purchase)
+        .values_list("purchase_line__line_number")
+        .annotate(total=Sum("quantity"))
+        .values_list("purchase_line__line_number", "total")
+    )
+    total, records = Decimal(0), []
+    for i, (line_number, quantity) in enumerate(lines):
+        line = by_number.get(line_number)
+        if line is None:
+            errors[f"lines[{i}].line_number"] = _("This purchase has no line %(n)s.") % {"n": line_number}
+            continue
+        left = line.quantity - returned.get(line_number, 0)
+        if quantity < 1:
+            errors[f"lines[{i}].quantity"] = _("The quantity must be at least 1.")
+        elif quantity > left:
+            errors[f"lines[{i}].quantity"] = _("Only %(left)s of this line can still be returned.") % {"left": left}
+        else:
+            amount = (line.amount * quantity / line.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            total += amount
+            records.append(ReturnLine(purchase_line=line, quantity=quantity, amount=amount))
+    if len({n for n, _q in lines}) != len(lines):
+        errors["lines"] = _("List each line once.")
+    return total, records
+
+
+def _clawback(purchase: Purchase, return_record: Return, points: int, now: dt.datetime) -> LedgerEntry | None:
+    """Take back a return's share of points: from the purchase's own lot, then other
+    available points, and owe what was already spent. Points that expired are not owed."""
+    account = _account_locked(purchase.member)  # type: ignore[arg-type]
+    lot = purchase.lots.first()
+    if lot is None:
+        return None
+    expired = lot.allocations.filter(kind=LotAllocation.Kind.EXPIRE).aggregate(s=Sum("points"))["s"] or 0
+    clawed = -(purchase.entries.filter(kind=LedgerEntry.Kind.CLAWBACK).aggregate(s=Sum("points"))["s"] or 0)
+    points = min(points, lot.points - expired - clawed)
+    if points <= 0:
+        return None
+    entry = LedgerEntry.objects.create(
+        account=account,
+        kind=LedgerEntry.Kind.CLAWBACK,
+        points=-points,
+        occurred_at=now,
+        created_at=now,
+        purchase=purchase,
+        return_record=return_record,
+        actor=return_record.recorded_by,
+        detail={
+            "receipt": purchase.receipt_number,
+            "return": return_record.return_number,
+            "currency": purchase.rules.programme.currency,
+            "refunded": _canonical(return_record.amount),
+            "gross": _canonical(purchase.gross),
+            "earned": purchase.points_earned,
+        },
+    )
+    taken = _take(account, [lot], points, LotAllocation.Kind.CLAWBACK, entry, now)
+    taken += _take(account, account.lots.spendable(), points - taken, LotAllocation.Kind.CLAWBACK, entry, now)
+    owed = points - taken
+    if owed:
+        account.owed += owed
+        entry.owed_points = owed
+        entry.save(update_fields=["owed_points"])
+    _save_account(account)
+    return entry
+
+
+@transaction.atomic
+def purchase_return(
+    *,
+    purchase: Purchase,
+    return_number: str,
+    amount: object | None = None,
+    lines: Sequence[tuple[int, int]] = (),
+    by: User | None = None,
+    via: str = "",
+) -> ReturnResult:
+    """Record a return by amount or by (line number, quantity) and take back its points."""
+    purchase = Purchase.objects.select_for_update(of=("self",)).select_related("member", "rules__programme").get(pk=purchase.pk)
+    errors: dict[str, str] = {}
+    return_number = _receipt(return_number, "return_number", errors)
+    if errors:
+        raise ValidationError(errors)
+    fingerprint = _fingerprint({"amount": None if amount is None else str(amount), "lines": sorted(lines)})
+    original = purchase.returns.filter(return_number=return_number).first()
+    if original is not None:
+        if original.fingerprint != fingerprint:
+            raise ReplayConflict(
+                _("Return %(number)s was already recorded with different details.") % {"number": return_number}
+            )
+        return ReturnResult(return_record=original, created=False, entry=original.entries.first())
+
+    if (amount is None) == (not lines):
+        raise ValidationError({"amount": _("Give either an amount or the lines returned.")})
+    line_records: list[ReturnLine] = []
+    if lines:
+        refund, line_records = _return_lines(purchase, lines, errors)
+    else:
+        refund = _amount(amount, "amount", errors)
+    already = purchase.returns.aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    left = purchase.gross - already
+    if not errors and refund > left:
+        errors["amount"] = _("Only %(left)s of this purchase is left to return.") % {
+            "left": format_money(left, purchase.rules.programme.currency)
+        }
+    if errors:
+        raise ValidationError(errors)
+
+    now = timezone.now()
+    return_record = Return.objects.create(
+        purchase=purchase, return_number=return_number, amount=refund, recorded_by=by, recorded_via=via, fingerprint=fingerprint
+    )
+    for record in line_records:
+        record.return_record = return_record
+    ReturnLine.objects.bulk_create(line_records)
+    entry = None
+    if purchase.member_id and purchase.points_earned:
+        # Work from the running total so rounding never leaves a point behind: a full return
+        # takes back exactly what was earned.
+        target = int((purchase.points_earned * (already + refund) / purchase.gross).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        clawed = -(purchase.entries.filter(kind=LedgerEntry.Kind.CLAWBACK).aggregate(s=Sum("points"))["s"] or 0)
+        if target > clawed:
+            entry = _clawback(purchase, return_record, target - clawed, now)
+    if entry is not None:
+        return_record.points_clawed_back = -entry.points
+        return_record.save(update_fields=["points_clawed_back"])
+    hooks.return_recorded(hooks.ReturnRecorded(return_record=return_record, entry=entry))
+    return ReturnResult(return_record=return_record, created=True, entry=entry)
+
+
+# --- spending and adjustments ----------------------------------------------------------
+
+
+def _replayed(idempotency_key: str | None, account: PointsAccount | None, points: int) -> LedgerEntry | None:
+    if not idempotency_key:
+        return None
+    original = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
+    if original is not None and (account is None or original.account_id == account.pk) and original.points == points:
+        return original
+    if original is not None:
+        raise ReplayConflict(_("This request was already made with different details."), field="idempotency_key")
+    return None
+
+
+@transaction.atomic
+def points_spend(
+    *,
+    member: Member,
+    points: int,
+    reason: str,
+    by: User | None = None,
+    source_ref: str = "",
+    idempotency_key: str | None = None,
+) -> LedgerEntry:
+    """Spend available points, soonest-expiring first; later issues redeem rewards with it."""
+    if not isinstance(points, int) or points <= 0:
+        raise ValidationError({"points": _("Enter a whole number of points above zero.")})
+    errors: dict[str, str] = {}
+    _check_member(member, errors)
+    if errors:
+        raise ValidationError(errors)
+    account = _account_locked(member)
+    if replay := _replayed(idempotency_key, account, -points):
+        return replay
+    if account.owed:
+        raise PointsOwed(
+            _("%(owed)s points are owed from a return; they must be repaid before spending.") % {"owed": account.owed},
+            owed=account.owed,
+        )
+    minimum = rules_in_force().min_redemption_points
+    if points < minimum:
+        raise RewardsError(_("At least %(min)s points must be spent at a time.") % {"min": minimum}, minimum=minimum)
+    if points > account.available:
+        raise InsufficientPoints(
+            _("%(needed)s more points are needed: %(available)s are available.")
+            % {"needed": points - account.available, "available": account.available},
+            available=account.available,
+            needed=points - account.available,
+        )
+    return _debit(
+        account,
+        points=points,
+        kind=LedgerEntry.Kind.SPEND,
+        now=timezone.now(),
+        reason=reason,
+        actor=by,
+        source_ref=source_ref,
+        idempotency_key=idempotency_key,
+    )
+
+
+@transaction.atomic
+def points_adjust(*, member: Member, points: int, reason: str, by: User, idempotency_key: str | None = None) -> LedgerEntry:
+    """Correct a balance by hand: needs the adjust permission and a reason the member will read."""
+    if not by.has_perm("rewards.adjust_points"):
+        raise PermissionDenied(_("You are not allowed to adjust points."))
+    errors: dict[str, str] = {}
+    if not isinstance(points, int) or points == 0:
+        errors["points"] = _("Enter a whole number of points other than zero.")
+    if not reason.strip():
+        errors["reason"] = _("Give a reason: the member will see it.")
+    _check_member(member, errors)
+    if errors:
+        raise ValidationError(errors)
+    account = _account_locked(member)
+    if replay := _replayed(idempotency_key, account, points):
+        return replay
+    now = timezone.now()
+    fields = {"reason": reason.strip(), "actor": by, "idempotency_key": idempotency_key}
+    if points > 0:
+        return _credit(account, points=points, kind=LedgerEntry.Kind.ADJUSTMENT, earned_at=now, rules=rules_in_force(), now=now, **fields)
+    if -points > account.available:
+        raise InsufficientPoints(
+            _("Only %(available)s points are available to take away.") % {"available": account.available},
+            available=account.available,
+            needed=-points - account.available,
+        )
+    return _debit(account, points=-points, kind=LedgerEntry.Kind.ADJUSTMENT, now=now, **fields)
+
+
+# --- the clock: set-based jobs, in chunks of accounts locked in id order ------------------
+
+
+def _lock_chunk(due_lots_sql: str, params: dict[str, object]) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT member_id FROM rewards_pointsaccount
+            WHERE member_id IN (SELECT DISTINCT account_id FROM rewards_pointslot WHERE {due_lots_sql}
+                                ORDER BY account_id LIMIT %(chunk)s)
+            ORDER BY member_id FOR UPDATE
+            """,
+            params,
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+RELEASE_SQL = """
+WITH due AS (
+    SELECT l.id, l.account_id, l.remaining, a.owed,
+           SUM(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.expires_at NULLS LAST, l.id) - l.remaining AS before
+    FROM rewards_pointslot l JOIN rewards_pointsaccount a ON a.member_id = l.account_id
+    WHERE l.account_id = ANY(%(ids)s) AND l.status = 'pending' AND l.available_at <= %(now)s
+), plan AS (
+    SELECT id, account_id, remaining, GREATEST(0, LEAST(remaining, owed - before)) AS repay FROM due
+), released AS (
+    UPDATE rewards_pointslot l SET status = 'available', remaining = l.remaining - plan.repay
+    FROM plan WHERE l.id = plan.id
+    RETURNING plan.id, plan.account_id, plan.remaining, plan.repay
+), repaid AS (
+    INSERT INTO rewards_lotallocation (lot_id, entry_id, kind, points, created_at)
+    SELECT id, NULL, 'repay', repay, %(now)s FROM released WHERE repay > 0
+), sums AS (
+    SELECT account_id, SUM(remaining) AS released, SUM(repay) AS repaid, COUNT(*) AS lots
+    FROM released GROUP BY account_id
+)
+UPDATE rewards_pointsaccount a
+SET pending = a.pending - s.released, available = a.available + s.released - s.repaid,
+    owed = a.owed - s.repaid, updated_at = %(now)s
+FROM sums s WHERE a.member_id = s.account_id
+RETURNING s.lots, s.released
+"""
+
+EXPIRE_SQL = """
+WITH due AS (
+    SELECT id, account_id, remaining, status, expires_at, earned_at FROM rewards_pointslot
+    WHERE account_id = ANY(%(ids)s) AND status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s
+), expired AS (
+    UPDATE rewards_pointslot l SET status = 'expired', remaining = 0
+    FROM due WHERE l.id = due.id
+    RETURNING due.*
+), entries AS (
+    INSERT INTO rewards_ledgerentry
+        (account_id, kind, points, occurred_at, created_at, lot_id, source_ref, reason, detail, owed_points)
+    SELECT account_id, 'expire', -remaining, expires_at, %(now)s, id, '', '',
+           jsonb_build_object('earned_on', to_char(earned_at AT TIME ZONE %(tz)s, 'YYYY-MM-DD')), 0
+    FROM expired
+    RETURNING id, lot_id, -points AS points
+), allocations AS (
+    INSERT INTO rewards_lotallocation (lot_id, entry_id, kind, points, created_at)
+    SELECT lot_id, id, 'expire', points, %(now)s FROM entries
+), sums AS (
+    SELECT account_id,
+           COALESCE(SUM(remaining) FILTER (WHERE status = 'available'), 0) AS available,
+           COALESCE(SUM(remaining) FILTER (WHERE status = 'pending'), 0) AS pending,
+           COUNT(*) AS lots
+    FROM expired GROUP BY account_id
+)
+UPDATE rewards_pointsaccount a
+SET available = a.available - s.available, pending = a.pending - s.pending, updated_at = %(now)s
+FROM sums s WHERE a.member_id = s.account_id
+RETURNING s.lots, s.available + s.pending
+"""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    lots: int = 0
+    points: int = 0
+    accounts: int = 0
+
+
+def _run_chunks(due_lots_sql: str, statement: str, params: dict[str, object]) -> JobResult:
+    lots = points = accounts = 0
+    while True:
+        with transaction.atomic():
+            ids = _lock_chunk(due_lots_sql, params)
+            if not ids:
+                return JobResult(lots=lots, points=points, accounts=accounts)
+            with connection.cursor() as cursor:
+                cursor.execute(statement, {**params, "ids": ids})
+                rows = cursor.fetchall()
+        lots += sum(row[0] for row in rows)
+        points += sum(row[1] for row in rows)
+        accounts += len(rows)
+
+
+def points_release_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUNK) -> JobResult:
+    """Make pending points whose return window has passed spendable, repaying any owed first."""
+    params = {"now": now or timezone.now(), "chunk": chunk}
+    return _run_chunks("status = 'pending' AND available_at <= %(now)s", RELEASE_SQL, params)
+
+
+def points_expire_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUNK) -> JobResult:
+    """Expire every lot past its expiry date with an explained entry; safe to run twice."""
+    params = {"now": now or timezone.now(), "chunk": chunk, "tz": programme_get().timezone}
+    return _run_chunks(
+        "status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s", EXPIRE_SQL, params
+    )

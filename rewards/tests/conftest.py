@@ -1,0 +1,35 @@
+import pytest
+from django.core.management import call_command
+
+from members.tests.factories import MemberFactory, StoreFactory, UserFactory
+from rewards.tests.factories import programme_create
+
+
+@pytest.fixture
+def rules(db):
+    return programme_create()
+
+
+@pytest.fixture
+def store(db):
+    return StoreFactory(code="sh01", name="Jing'an")
+
+
+@pytest.fixture
+def member(db):
+    return MemberFactory()
+
+
+@pytest.fixture
+def roles(db):
+    call_command("sync_roles", verbosity=0)
+
+
+@pytest.fixture
+def manager(roles, store):
+    return UserFactory(role="Store manager", stores=[store])
+
+
+@pytest.fixture
+def cashier(roles, store):
+    return UserFactory(role="Cashier", stores=[store])
