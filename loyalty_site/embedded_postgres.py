@@ -19,6 +19,7 @@ def database_settings(data_dir: Path) -> dict[str, object]:
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     import pgserver  # imported lazily, after the runtime folder is set: production never loads it
+
     server = pgserver.get_server(data_dir)
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
     if "(1 row)" not in exists:

@@ -138,7 +138,12 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 
 # --- Static files ---------------------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "staticfiles" if LOCAL else BASE_DIR / "staticfiles")))
+if LOCAL:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Locally, files are served straight from the apps' folders without collectstatic.
+WHITENOISE_USE_FINDERS = LOCAL
+WHITENOISE_AUTOREFRESH = DEBUG
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -62,7 +62,10 @@ class MemberAdmin(admin.ModelAdmin):
     inlines = [ConsentRecordInline]
     fieldsets = [
         (None, {"fields": ["member_number", "card_code", "status"]}),
-        (_("Contact"), {"fields": ["name", "phone", "email", "language", "birthday", "gender", "preferred_store", "external_ref", "user"]}),
+        (
+            _("Contact"),
+            {"fields": ["name", "phone", "email", "language", "birthday", "gender", "preferred_store", "external_ref", "user"]},
+        ),
         (_("Enrolment"), {"fields": ["enrolled_at", "enrolment_channel", "enrolled_store", "enrolled_by"]}),
         (_("Marketing consent"), {"fields": ["email_consent", "email_consent_at", "sms_consent", "sms_consent_at"]}),
     ]

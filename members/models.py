@@ -36,9 +36,7 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     email = models.EmailField(_("e-mail"), unique=True)
     name = models.CharField(_("name"), max_length=150, blank=True)
-    is_staff = models.BooleanField(
-        _("staff status"), default=False, help_text=_("Can log in to the admin and the staff pages.")
-    )
+    is_staff = models.BooleanField(_("staff status"), default=False, help_text=_("Can log in to the admin and the staff pages."))
     is_active = models.BooleanField(_("active"), default=True)
     date_joined = models.DateTimeField(_("date joined"), default=timezone.now)
     stores = models.ManyToManyField(
@@ -167,15 +165,15 @@ class Member(models.Model):
         verbose_name = _("member")
         verbose_name_plural = _("members")
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(phone__isnull=False) | ~models.Q(email=""), name="member_phone_or_email"
-            ),
+            models.CheckConstraint(condition=models.Q(phone__isnull=False) | ~models.Q(email=""), name="member_phone_or_email"),
             models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="member_email_ci_unique"),
             models.UniqueConstraint(
                 fields=["external_ref"], condition=~models.Q(external_ref=""), name="member_external_ref_unique"
             ),
             models.CheckConstraint(condition=models.Q(status__in=MemberStatus.values), name="member_status_valid"),
-            models.CheckConstraint(condition=models.Q(enrolment_channel__in=EnrolmentChannel.values), name="member_channel_valid"),
+            models.CheckConstraint(
+                condition=models.Q(enrolment_channel__in=EnrolmentChannel.values), name="member_channel_valid"
+            ),
         ]
         indexes = [models.Index(Lower("name"), name="member_name_lower")]
 
@@ -208,4 +206,9 @@ class ConsentRecord(models.Model):
         ordering = ["-recorded_at"]
         verbose_name = _("consent record")
         verbose_name_plural = _("consent records")
-        constraints = [models.CheckConstraint(condition=models.Q(channel__in=ConsentChannel.values), name="consent_channel_valid")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(channel__in=ConsentChannel.values), name="consent_channel_valid")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_channel_display()}: {'granted' if self.granted else 'withdrawn'}"

@@ -50,7 +50,21 @@ class ProgrammeAdmin(admin.ModelAdmin):
 class RulesForm(forms.ModelForm):
     class Meta:
         model = ProgrammeRules
-        exclude = ["programme"]
+        fields = [
+            "effective_from",
+            "change_note",
+            "points_per_unit",
+            "rounding",
+            "earn_base",
+            "excluded_categories",
+            "minimum_purchase",
+            "pending_days",
+            "expiry_policy",
+            "expiry_months",
+            "expiry_years",
+            "claim_days",
+            "min_redemption_points",
+        ]
 
     def clean_effective_from(self):  # type: ignore[no-untyped-def]
         value = self.cleaned_data["effective_from"]
@@ -64,12 +78,23 @@ class ProgrammeRulesAdmin(admin.ModelAdmin):
     """A change of rules is a new version from a date; versions in force are kept as they were."""
 
     form = RulesForm
-    list_display = ["effective_from", "points_per_unit", "pending_days", "expiry_policy", "change_note", "created_by", "created_at"]
+    list_display = [
+        "effective_from",
+        "points_per_unit",
+        "pending_days",
+        "expiry_policy",
+        "change_note",
+        "created_by",
+        "created_at",
+    ]
     readonly_fields = ["created_by", "created_at"]
     fieldsets = [
         (None, {"fields": ["effective_from", "change_note"]}),
         (_("Earning"), {"fields": ["points_per_unit", "rounding", "earn_base", "excluded_categories", "minimum_purchase"]}),
-        (_("Availability and expiry"), {"fields": ["pending_days", "expiry_policy", "expiry_months", "expiry_years", "claim_days"]}),
+        (
+            _("Availability and expiry"),
+            {"fields": ["pending_days", "expiry_policy", "expiry_months", "expiry_years", "claim_days"]},
+        ),
         (_("Spending"), {"fields": ["min_redemption_points"]}),
         (_("Record"), {"fields": ["created_by", "created_at"]}),
     ]
@@ -164,7 +189,13 @@ class PointsAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return TemplateResponse(
             request,
             "admin/rewards/adjust_points.html",
-            {**self.admin_site.each_context(request), "title": _("Adjust points"), "form": form, "accounts": queryset, "opts": self.model._meta},
+            {
+                **self.admin_site.each_context(request),
+                "title": _("Adjust points"),
+                "form": form,
+                "accounts": queryset,
+                "opts": self.model._meta,
+            },
         )
 
     def has_adjust_permission(self, request: HttpRequest) -> bool:

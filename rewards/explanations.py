@@ -34,14 +34,15 @@ def _earn(entry: "LedgerEntry", d: dict) -> str:
         "points": points_text(entry.points),
     }
     if Decimal(d.get("excluded", "0")):
-        text += " " + _("(%(amount)s in categories that earn no points)") % {
-            "amount": format_money(d["excluded"], d["currency"])
-        }
+        text += " " + _("(%(amount)s in categories that earn no points)") % {"amount": format_money(d["excluded"], d["currency"])}
     return text
 
 
 def _clawback(entry: "LedgerEntry", d: dict) -> str:
-    text = _("Return %(return)s of receipt %(receipt)s: %(refunded)s of %(gross)s refunded, so %(points)s of the %(earned)s earned are taken back") % {
+    text = _(
+        "Return %(return)s of receipt %(receipt)s: %(refunded)s of %(gross)s refunded, "
+        "so %(points)s of the %(earned)s earned are taken back"
+    ) % {
         "return": d["return"],
         "receipt": d["receipt"],
         "refunded": format_money(d["refunded"], d["currency"]),

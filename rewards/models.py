@@ -51,9 +51,7 @@ class Programme(models.Model):
 class RulesQuerySet(models.QuerySet["ProgrammeRules"]):
     def in_force(self, at: dt.datetime) -> "ProgrammeRules | None":
         """Return the version in force at a moment; before the first version, the first one."""
-        return self.filter(effective_from__lte=at).order_by("-effective_from").first() or self.order_by(
-            "effective_from"
-        ).first()
+        return self.filter(effective_from__lte=at).order_by("-effective_from").first() or self.order_by("effective_from").first()
 
 
 class Rounding(models.TextChoices):
@@ -91,7 +89,9 @@ class ProgrammeRules(models.Model):
         help_text=_("Points for each whole unit of the currency spent, e.g. 1 point per ¥1."),
     )
     rounding = models.CharField(_("rounding"), max_length=10, choices=Rounding.choices, default=Rounding.DOWN)
-    earn_base = models.CharField(_("points are earned on"), max_length=20, choices=EarnBase.choices, default=EarnBase.NET_WITH_TAX)
+    earn_base = models.CharField(
+        _("points are earned on"), max_length=20, choices=EarnBase.choices, default=EarnBase.NET_WITH_TAX
+    )
     excluded_categories = ArrayField(
         models.CharField(max_length=50),
         blank=True,
@@ -115,7 +115,9 @@ class ProgrammeRules(models.Model):
         help_text=_("For “end of a calendar year”: 0 = end of the year earned, 1 = end of the following year."),
     )
     claim_days = models.PositiveSmallIntegerField(
-        _("days to claim a sale"), default=30, help_text=_("How long after a sale without a card the member can still claim its points.")
+        _("days to claim a sale"),
+        default=30,
+        help_text=_("How long after a sale without a card the member can still claim its points."),
     )
     min_redemption_points = models.PositiveIntegerField(
         _("minimum points per redemption"), default=0, help_text=_("0 lets members spend any amount.")
@@ -144,7 +146,9 @@ class ProgrammeRules(models.Model):
         ]
 
     def __str__(self) -> str:
-        return str(_("Rules in force from %(date)s") % {"date": timezone.localtime(self.effective_from).strftime("%Y-%m-%d %H:%M")})
+        return str(
+            _("Rules in force from %(date)s") % {"date": timezone.localtime(self.effective_from).strftime("%Y-%m-%d %H:%M")}
+        )
 
     @property
     def is_in_force_or_past(self) -> bool:
@@ -198,6 +202,9 @@ class TermsText(models.Model):
         verbose_name_plural = _("terms texts")
         constraints = [models.UniqueConstraint(fields=["terms", "language"], name="terms_one_text_per_language")]
 
+    def __str__(self) -> str:
+        return f"{self.terms} ({self.language})"
+
 
 class TermsAcceptance(models.Model):
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="terms_acceptances")
@@ -210,6 +217,9 @@ class TermsAcceptance(models.Model):
         verbose_name = _("terms acceptance")
         verbose_name_plural = _("terms acceptances")
         constraints = [models.UniqueConstraint(fields=["member", "terms"], name="terms_accepted_once")]
+
+    def __str__(self) -> str:
+        return f"{self.member} accepted {self.terms}"
 
 
 class PointsAccount(models.Model):
@@ -270,14 +280,21 @@ class Purchase(models.Model):
     occurred_at = models.DateTimeField(_("purchased at"))
     recorded_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
     recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("recorded by")
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("recorded by"),
     )
     recorded_via = models.CharField(_("recorded via"), max_length=64, blank=True, help_text=_("Till or API key name."))
     rules = models.ForeignKey(ProgrammeRules, on_delete=models.PROTECT, related_name="+", verbose_name=_("rules applied"))
     earn_base = models.DecimalField(_("amount that earns points"), **AMOUNT, default=Decimal(0))
     points_earned = models.IntegerField(_("points earned"), default=0)
     claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
-    fingerprint = models.CharField(max_length=64, editable=False, help_text="Hash of the request, to tell a replay from a conflict.")
+    fingerprint = models.CharField(
+        max_length=64, editable=False, help_text="Hash of the request, to tell a replay from a conflict."
+    )
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -359,6 +376,9 @@ class ReturnLine(models.Model):
             models.CheckConstraint(condition=Q(quantity__gt=0), name="return_line_quantity_positive"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.quantity} × {self.purchase_line}"
+
 
 class PointsLotQuerySet(models.QuerySet["PointsLot"]):
     def spendable(self) -> "PointsLotQuerySet":
@@ -406,8 +426,13 @@ class PointsLot(models.Model):
         indexes = [
             models.Index(fields=["account", "status", "expires_at"], name="lot_account_spend"),
             models.Index(fields=["available_at"], condition=Q(status="pending"), name="lot_pending_due"),
-            models.Index(fields=["expires_at"], condition=Q(status__in=["pending", "available"], remaining__gt=0), name="lot_expiry_due"),
+            models.Index(
+                fields=["expires_at"], condition=Q(status__in=["pending", "available"], remaining__gt=0), name="lot_expiry_due"
+            ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.points} pts ({self.get_status_display()})"
 
 
 class EntryKind(models.TextChoices):
@@ -453,7 +478,9 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(
                 condition=~Q(kind__in=["earn", "bonus", "referral", "reversal"]) | Q(points__gt=0), name="entry_credit_positive"
             ),
-            models.CheckConstraint(condition=~Q(kind__in=["spend", "clawback", "expire"]) | Q(points__lt=0), name="entry_debit_negative"),
+            models.CheckConstraint(
+                condition=~Q(kind__in=["spend", "clawback", "expire"]) | Q(points__lt=0), name="entry_debit_negative"
+            ),
             models.UniqueConstraint(fields=["purchase"], condition=Q(kind="earn"), name="entry_one_earn_per_purchase"),
             models.UniqueConstraint(fields=["return_record"], condition=Q(kind="clawback"), name="entry_one_clawback_per_return"),
             models.UniqueConstraint(fields=["lot"], condition=Q(kind="expire"), name="entry_one_expiry_per_lot"),
@@ -494,3 +521,6 @@ class LotAllocation(models.Model):
             models.CheckConstraint(condition=Q(kind__in=AllocationKind.values), name="allocation_kind_valid"),
             models.CheckConstraint(condition=Q(kind="repay") | Q(entry__isnull=False), name="allocation_has_entry_unless_repay"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.points} from lot {self.lot_id}"

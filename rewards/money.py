@@ -38,4 +38,9 @@ def format_money(amount: Decimal | str | int, currency: str, language: str | Non
     digits = 0 if whole else minor_units(currency)
     pattern = copy.copy(locale.currency_formats["standard"])
     pattern.frac_prec = (digits, digits)
-    return pattern.apply(Decimal(amount).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP), locale, currency=currency, currency_digits=False)
+    return pattern.apply(
+        Decimal(amount).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP),
+        locale,
+        currency=currency,
+        currency_digits=False,
+    )

@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass
 
-
 from django.db import connection
 from django.db.models import Sum
 
@@ -34,17 +33,17 @@ WITH e AS (
 )
 SELECT a.member_id, concat_ws('; ',
     CASE WHEN a.available <> COALESCE(l.available, 0)
-         THEN format('available %%s but lots hold %%s', a.available, COALESCE(l.available, 0)) END,
+         THEN format('available %s but lots hold %s', a.available, COALESCE(l.available, 0)) END,
     CASE WHEN a.pending <> COALESCE(l.pending, 0)
-         THEN format('pending %%s but lots hold %%s', a.pending, COALESCE(l.pending, 0)) END,
+         THEN format('pending %s but lots hold %s', a.pending, COALESCE(l.pending, 0)) END,
     CASE WHEN a.available + a.pending - a.owed <> COALESCE(e.total, 0)
-         THEN format('balance %%s but entries sum to %%s', a.available + a.pending - a.owed, COALESCE(e.total, 0)) END,
+         THEN format('balance %s but entries sum to %s', a.available + a.pending - a.owed, COALESCE(e.total, 0)) END,
     CASE WHEN a.owed <> COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)
-         THEN format('owed %%s but clawbacks owe %%s', a.owed, COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)) END,
+         THEN format('owed %s but clawbacks owe %s', a.owed, COALESCE(e.owed_created, 0) - COALESCE(r.repaid, 0)) END,
     CASE WHEN a.lifetime_earned <> COALESCE(l.earned, 0)
-         THEN format('earned to date %%s but lots total %%s', a.lifetime_earned, COALESCE(l.earned, 0)) END,
+         THEN format('earned to date %s but lots total %s', a.lifetime_earned, COALESCE(l.earned, 0)) END,
     CASE WHEN a.lifetime_spent <> COALESCE(e.spent, 0)
-         THEN format('spent to date %%s but spends total %%s', a.lifetime_spent, COALESCE(e.spent, 0)) END
+         THEN format('spent to date %s but spends total %s', a.lifetime_spent, COALESCE(e.spent, 0)) END
 )
 FROM rewards_pointsaccount a
 LEFT JOIN e ON e.account_id = a.member_id
@@ -58,7 +57,7 @@ ORDER BY a.member_id
 """
 
 LOT_DRIFT_SQL = """
-SELECT l.account_id, format('lot %%s: %%s points, %%s taken, but %%s remaining', l.id, l.points, COALESCE(x.taken, 0), l.remaining)
+SELECT l.account_id, format('lot %s: %s points, %s taken, but %s remaining', l.id, l.points, COALESCE(x.taken, 0), l.remaining)
 FROM rewards_pointslot l
 LEFT JOIN (SELECT lot_id, SUM(points) AS taken FROM rewards_lotallocation GROUP BY lot_id) x ON x.lot_id = l.id
 WHERE l.points - COALESCE(x.taken, 0) <> l.remaining
@@ -66,7 +65,8 @@ ORDER BY l.account_id, l.id
 """
 
 EARN_DRIFT_SQL = """
-SELECT p.member_id, format('purchase %%s earned %%s points but its earn entry says %%s', p.id, p.points_earned, COALESCE(e.points, 0))
+SELECT p.member_id,
+       format('purchase %s earned %s points but its earn entry says %s', p.id, p.points_earned, COALESCE(e.points, 0))
 FROM rewards_purchase p
 LEFT JOIN rewards_ledgerentry e ON e.purchase_id = p.id AND e.kind = 'earn'
 WHERE p.member_id IS NOT NULL AND p.points_earned <> COALESCE(e.points, 0)
@@ -92,7 +92,9 @@ def account_for(member: Member) -> PointsAccount:
 def upcoming_expiries(member: Member, *, limit: int = 3) -> list[dict[str, object]]:
     """Return the next expiry dates with the points that expire on each."""
     return list(
-        PointsLot.objects.filter(account_id=member.pk, status__in=["pending", "available"], remaining__gt=0, expires_at__isnull=False)
+        PointsLot.objects.filter(
+            account_id=member.pk, status__in=["pending", "available"], remaining__gt=0, expires_at__isnull=False
+        )
         .values("expires_at")
         .annotate(points=Sum("remaining"))
         .order_by("expires_at")[:limit]
@@ -100,6 +102,4 @@ def upcoming_expiries(member: Member, *, limit: int = 3) -> list[dict[str, objec
 
 
 def history(member: Member) -> "list[LedgerEntry]":
-    return list(
-        LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot")
-    )
+    return list(LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot"))

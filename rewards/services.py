@@ -269,7 +269,9 @@ def _credit(
 
 
 def _debit(account: PointsAccount, *, points: int, kind: str, now: dt.datetime, **entry_fields: object) -> LedgerEntry:
-    entry = LedgerEntry.objects.create(account=account, kind=kind, points=-points, occurred_at=now, created_at=now, **entry_fields)
+    entry = LedgerEntry.objects.create(
+        account=account, kind=kind, points=-points, occurred_at=now, created_at=now, **entry_fields
+    )
     taken = _take(account, account.lots.spendable(), points, LotAllocation.Kind.SPEND, entry, now)
     if taken != points:  # the balance was checked under the lock; this would be a bug
         raise RuntimeError(f"account {account.pk}: lots hold {taken} of {points} cached available points")
@@ -282,7 +284,9 @@ def _debit(account: PointsAccount, *, points: int, kind: str, now: dt.datetime, 
 # --- purchases -------------------------------------------------------------------------
 
 
-def _earn_base(*, net: Decimal, tax: Decimal, lines: Sequence[LineInput], rules: ProgrammeRules, currency: str) -> tuple[Decimal, Decimal]:
+def _earn_base(
+    *, net: Decimal, tax: Decimal, lines: Sequence[LineInput], rules: ProgrammeRules, currency: str
+) -> tuple[Decimal, Decimal]:
     """Return (amount that earns points, amount excluded by category)."""
     base = net if rules.earn_base == ProgrammeRules.EarnBase.NET_WITH_TAX else net - tax
     excluded_categories = {c.strip().lower() for c in rules.excluded_categories}
@@ -468,7 +472,9 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
 # --- returns ---------------------------------------------------------------------------
 
 
-def _return_lines(purchase: Purchase, lines: Sequence[tuple[int, int]], errors: dict[str, str]) -> tuple[Decimal, list[ReturnLine]]:
+def _return_lines(
+    purchase: Purchase, lines: Sequence[tuple[int, int]], errors: dict[str, str]
+) -> tuple[Decimal, list[ReturnLine]]:
     by_number = {line.line_number: line for line in purchase.lines.all()}
     returned = dict(
         ReturnLine.objects.filter(purchase_line__purchase=purchase)
@@ -557,9 +563,7 @@ def purchase_return(
     original = purchase.returns.filter(return_number=return_number).first()
     if original is not None:
         if original.fingerprint != fingerprint:
-            raise ReplayConflict(
-                _("Return %(number)s was already recorded with different details.") % {"number": return_number}
-            )
+            raise ReplayConflict(_("Return %(number)s was already recorded with different details.") % {"number": return_number})
         return ReturnResult(return_record=original, created=False, entry=original.entries.first())
 
     if (amount is None) == (not lines):
@@ -680,7 +684,9 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
     now = timezone.now()
     fields = {"reason": reason.strip(), "actor": by, "idempotency_key": idempotency_key}
     if points > 0:
-        return _credit(account, points=points, kind=LedgerEntry.Kind.ADJUSTMENT, earned_at=now, rules=rules_in_force(), now=now, **fields)
+        return _credit(
+            account, points=points, kind=LedgerEntry.Kind.ADJUSTMENT, earned_at=now, rules=rules_in_force(), now=now, **fields
+        )
     if -points > account.available:
         raise InsufficientPoints(
             _("Only %(available)s points are available to take away.") % {"available": account.available},
@@ -796,6 +802,4 @@ def points_release_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUN
 def points_expire_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUNK) -> JobResult:
     """Expire every lot past its expiry date with an explained entry; safe to run twice."""
     params = {"now": now or timezone.now(), "chunk": chunk, "tz": programme_get().timezone}
-    return _run_chunks(
-        "status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s", EXPIRE_SQL, params
-    )
+    return _run_chunks("status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s", EXPIRE_SQL, params)

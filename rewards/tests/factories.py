@@ -16,6 +16,4 @@ def programme_create(*, currency: str = "CNY", tz: str = "Asia/Shanghai", **rule
         "expiry_months": 12,
     }
     defaults.update(rules)
-    return ProgrammeRules.objects.create(
-        programme=programme, effective_from=timezone.now() - dt.timedelta(days=3650), **defaults
-    )
+    return ProgrammeRules.objects.create(programme=programme, effective_from=timezone.now() - dt.timedelta(days=3650), **defaults)

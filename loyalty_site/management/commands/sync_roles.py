@@ -10,7 +10,9 @@ def permissions_for(names: list[str]) -> list[Permission]:
     query = Q(pk__in=[])
     for name in names:
         app_label, codename = name.split(".", 1)
-        query |= Q(content_type__app_label=app_label) if codename == "*" else Q(content_type__app_label=app_label, codename=codename)
+        query |= (
+            Q(content_type__app_label=app_label) if codename == "*" else Q(content_type__app_label=app_label, codename=codename)
+        )
     found = list(Permission.objects.filter(query).select_related("content_type"))
     explicit = {name for name in names if not name.endswith(".*")}
     missing = explicit - {f"{p.content_type.app_label}.{p.codename}" for p in found}

@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export LOYALTY_ENV ?= development
+
+.PHONY: run test install lint check-migrations messages bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed: $(PYTHON) was not found (set PYTHON=...)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Install everything, start the embedded database, load the demo and run web + worker + beat.
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py seed_demo
+	@echo
+	@echo "  Portal:  http://127.0.0.1:$${PORT:-8000}/        Admin: http://127.0.0.1:$${PORT:-8000}/admin/"
+	@echo
+	PATH="$(CURDIR)/$(BIN):$$PATH" PORT=$${PORT:-8000} $(BIN)/honcho start
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+check-migrations: $(STAMP)
+	LOYALTY_ENV=test $(BIN)/python manage.py makemigrations --check --dry-run
+
+## Lint, layer contract, migrations check, then the whole suite on PostgreSQL.
+test: lint check-migrations
+	$(BIN)/pytest
+
+## Collect new strings into the four locales and compile them (needs GNU gettext).
+messages: $(STAMP)
+	$(BIN)/python manage.py makemessages --all --ignore=.venv --ignore=.data --no-obsolete
+	$(BIN)/python manage.py compilemessages --ignore=.venv
+
+clean:
+	rm -rf $(VENV) .data staticfiles

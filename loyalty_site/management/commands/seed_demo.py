@@ -1,0 +1,207 @@
+"""The demo programme: the coffee chain Morning Light / 晨光, built through the services."""
+
+import datetime as dt
+import random
+from decimal import Decimal
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from members import services as member_services
+from members.models import Member, Store, User
+from rewards import services as reward_services
+from rewards.models import Programme, ProgrammeRules, TermsText, TermsVersion
+from rewards.selectors import account_for
+from rewards.services import LineInput
+
+DEMO_PASSWORD = "morning-light-demo"  # noqa: S105 - printed for the demo on purpose
+STAFF = [
+    ("admin@morninglight.example", "Programme admin", "Programme admin", None),
+    ("marketer@morninglight.example", "Marketer", "Marketer", None),
+    ("manager@morninglight.example", "Store manager", "Store manager", "sh-jingan"),
+    ("cashier@morninglight.example", "Cashier", "Cashier", "sh-jingan"),
+]
+STORES = [
+    ("sh-jingan", "晨光 Morning Light · Jing'an", "Asia/Shanghai", "上海市静安区南京西路 1266 号"),
+    ("sh-xuhui", "晨光 Morning Light · Xuhui", "Asia/Shanghai", "上海市徐汇区衡山路 8 号"),
+    ("hz-xihu", "晨光 Morning Light · West Lake", "Asia/Shanghai", "杭州市西湖区北山街 32 号"),
+]
+MENU = [
+    ("AMR-M", "Americano", "coffee", Decimal("22")),
+    ("LAT-M", "Latte", "coffee", Decimal("28")),
+    ("FLW-M", "Flat white", "coffee", Decimal("30")),
+    ("OAT-L", "Oat latte", "coffee", Decimal("32")),
+    ("TEA-J", "Jasmine tea", "tea", Decimal("18")),
+    ("CRO-B", "Butter croissant", "pastry", Decimal("16")),
+    ("CAK-C", "Cheesecake", "pastry", Decimal("26")),
+    ("BEA-250", "House beans 250 g", "beans", Decimal("88")),
+    ("MUG-01", "Morning Light mug", "merchandise", Decimal("68")),
+    ("GC-100", "Gift card ¥100", "gift-cards", Decimal("100")),
+]
+FAMILY_NAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "林", "吴", "周", "김", "이", "박", "최", "陳", "林", "黃"]
+GIVEN_NAMES = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "婷", "민준", "서연", "지우", "志明", "淑芬", "雅婷", "家豪"]
+TERMS = {
+    "en": "Earn 1 point for every ¥1 you pay. Points can be spent 14 days after a purchase and are valid for 12 months.",
+    "zh-hans": "每消费 1 元积 1 分。积分在消费 14 天后可用，有效期 12 个月。",
+    "zh-hant": "每消費 1 元積 1 點。點數於消費 14 天後可用，有效期 12 個月。",
+    "ko": "1위안마다 1포인트가 적립됩니다. 포인트는 구매 14일 후부터 사용할 수 있으며 12개월간 유효합니다.",
+}
+
+
+class Command(BaseCommand):
+    help = "Load the Morning Light demo programme (idempotent: a second run adds nothing)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--members", type=int, default=200)
+
+    def handle(self, *args: object, **options: object) -> None:
+        call_command("sync_roles", verbosity=0)
+        with transaction.atomic():
+            self._programme()
+            stores = self._stores()
+            staff = self._staff(stores)
+        created = self._members(int(options["members"]), stores, staff)  # type: ignore[call-overload]
+        released = reward_services.points_release_due()
+        expired = reward_services.points_expire_due()
+        self.stdout.write(
+            f"Demo programme ready: {created} new members, {released.lots} lots released, {expired.lots} lots expired."
+        )
+        self.stdout.write(f"Demo logins (password: {DEMO_PASSWORD}):")
+        for email, _name, role, _store in STAFF:
+            self.stdout.write(f"  {role:<16} {email}")
+
+    def _programme(self) -> None:
+        programme, _created = Programme.objects.get_or_create(
+            defaults={"name": "Morning Light / 晨光", "currency": "CNY", "timezone": "Asia/Shanghai"}
+        )
+        if not programme.rules.exists():
+            ProgrammeRules.objects.create(
+                programme=programme,
+                effective_from=timezone.now() - dt.timedelta(days=800),
+                points_per_unit=Decimal(1),
+                pending_days=14,
+                expiry_policy=ProgrammeRules.Expiry.MONTHS,
+                expiry_months=12,
+                excluded_categories=["gift-cards"],
+                min_redemption_points=50,
+                change_note="Launch rules",
+            )
+        if not programme.terms.exists():
+            terms = TermsVersion.objects.create(
+                programme=programme, version="2025.1", published_at=timezone.now() - dt.timedelta(days=800)
+            )
+            TermsText.objects.bulk_create(TermsText(terms=terms, language=lang, body=body) for lang, body in TERMS.items())
+
+    def _stores(self) -> list[Store]:
+        return [
+            Store.objects.get_or_create(code=code, defaults={"name": name, "timezone": tz, "address": address})[0]
+            for code, name, tz, address in STORES
+        ]
+
+    def _staff(self, stores: list[Store]) -> dict[str, User]:
+        from django.contrib.auth.models import Group
+
+        by_code = {store.code: store for store in stores}
+        staff = {}
+        for email, name, role, store_code in STAFF:
+            user = User.objects.filter(email=email).first()
+            if user is None:
+                user = User.objects.create_user(email, DEMO_PASSWORD, name=name, is_staff=True)
+                user.groups.add(Group.objects.get(name=role))
+                user.stores.set([by_code[store_code]] if store_code else stores)
+                if role == "Programme admin":
+                    user.is_superuser = True
+                    user.save(update_fields=["is_superuser"])
+            staff[role] = user
+        return staff
+
+    def _members(self, count: int, stores: list[Store], staff: dict[str, User]) -> int:
+        rng = random.Random(2026)  # the same chain every time
+        now = timezone.now()
+        created = 0
+        for i in range(count):
+            phone = f"+86139{i:08d}"
+            # Draw everything for this member even when they exist, so the others stay the same.
+            profile = self._draw_member(rng, i, stores, now)
+            if Member.objects.filter(phone=phone).exists():
+                continue
+            with transaction.atomic():
+                self._create_member(phone, profile, staff)
+            created += 1
+        return created
+
+    def _draw_member(self, rng: random.Random, i: int, stores: list[Store], now: dt.datetime) -> dict[str, object]:
+        name = rng.choice(FAMILY_NAMES) + rng.choice(GIVEN_NAMES)
+        home = rng.choice(stores)
+        # A few regulars buy most of the coffee: the 80/20 the analytics will show.
+        visits_per_month = rng.choice([0.5, 1, 1, 2, 2, 3, 4, 8, 12, 20])
+        enrolled = now - dt.timedelta(days=rng.randint(14, 400))
+        visits = []
+        day = max(enrolled, now - dt.timedelta(days=183))
+        while day < now:
+            day += dt.timedelta(days=rng.expovariate(visits_per_month / 30))
+            if day >= now:
+                break
+            items = [rng.choice(MENU) for _ in range(rng.choice([1, 1, 1, 2, 2, 3]))]
+            store = home if rng.random() < 0.8 else rng.choice(stores)
+            visits.append((min(day.replace(hour=rng.randint(7, 19)), now - dt.timedelta(minutes=5)), store, items))
+        return {
+            "name": name,
+            "email": f"member{i}@example.com" if rng.random() < 0.6 else "",
+            "birthday": dt.date(rng.randint(1965, 2005), rng.randint(1, 12), rng.randint(1, 28)),
+            "home": home,
+            "enrolled": enrolled,
+            "language": rng.choice(["zh-hans", "zh-hans", "zh-hant", "ko", "en"]),
+            "consent": rng.random() < 0.7,
+            "visits": visits,
+            "lapsed_purchase": rng.random() < 0.1,
+            "redeem_after": rng.choice([0, 0, 0, 200, 300]),
+            "return_one": rng.random() < 0.05,
+        }
+
+    def _create_member(self, phone: str, p: dict, staff: dict[str, User]) -> None:
+        member = member_services.member_enrol(
+            channel=Member.Channel.COUNTER,
+            phone=phone,
+            email=p["email"],
+            name=p["name"],
+            birthday=p["birthday"],
+            language=p["language"],
+            store=p["home"],
+            by=staff["Cashier"],
+            sms_consent=p["consent"],
+            enrolled_at=p["enrolled"],
+        )
+        reward_services.terms_accept(member=member, channel=Member.Channel.COUNTER)
+        n = member.member_number
+        if p["lapsed_purchase"]:
+            # Points from over a year ago: the clock expires them, with an explained entry.
+            reward_services.purchase_record(
+                store=p["home"],
+                receipt_number=f"{n}-L",
+                amount="88.00",
+                member=member,
+                occurred_at=p["enrolled"] - dt.timedelta(days=400),
+                by=staff["Cashier"],
+            )
+        purchases = []
+        for k, (when, store, items) in enumerate(p["visits"]):
+            lines = [LineInput(amount=price, sku=sku, name=title, category=category) for sku, title, category, price in items]
+            result = reward_services.purchase_record(
+                store=store,
+                receipt_number=f"{n}-{k:03d}",
+                amount=sum(line.amount for line in lines),
+                member=member,
+                occurred_at=when,
+                lines=lines,
+                by=staff["Cashier"],
+            )
+            purchases.append(result.purchase)
+            if p["redeem_after"] and account_for(member).available >= p["redeem_after"]:
+                reward_services.points_spend(member=member, points=p["redeem_after"] // 2, reason="Free drink of your choice")
+        if p["return_one"] and purchases:
+            reward_services.purchase_return(
+                purchase=purchases[-1], return_number=f"{n}-RET", amount=purchases[-1].gross, by=staff["Store manager"]
+            )
