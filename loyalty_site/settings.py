@@ -191,7 +191,7 @@ CONTENT_SECURITY_POLICY = {
 # With no broker configured, kombu's filesystem transport under .data needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    _queue = DATA_DIR / "celery"
+    _queue = Path(env.str("CELERY_FILESYSTEM_FOLDER", default=str(DATA_DIR / "celery")))
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue / "queue"),
         "data_folder_out": str(_queue / "queue"),

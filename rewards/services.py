@@ -238,6 +238,7 @@ def _credit(
     rules: ProgrammeRules,
     now: dt.datetime,
     available_at: dt.datetime | None = None,
+    purchase: Purchase | None = None,
     **entry_fields: object,
 ) -> LedgerEntry:
     available_at = available_at or earned_at
@@ -252,11 +253,18 @@ def _credit(
         status=PointsLot.Status.PENDING if pending else PointsLot.Status.AVAILABLE,
         available_at=available_at,
         expires_at=expires_at,
-        purchase=entry_fields.get("purchase"),  # type: ignore[misc]
+        purchase=purchase,
         earned_at=earned_at,
     )
     entry = LedgerEntry.objects.create(
-        account=account, kind=kind, points=points, lot=lot, occurred_at=earned_at, created_at=now, **entry_fields
+        account=account,
+        kind=kind,
+        points=points,
+        lot=lot,
+        purchase=purchase,
+        occurred_at=earned_at,
+        created_at=now,
+        **entry_fields,
     )
     if pending:
         account.pending += points
@@ -298,7 +306,7 @@ def _earn_base(
     return base - excluded, excluded
 
 
-def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.datetime) -> LedgerEntry | None:
+def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.datetime, actor: User | None) -> LedgerEntry | None:
     rules = purchase.rules
     currency = rules.programme.currency
     base, excluded = _earn_base(net=purchase.net, tax=purchase.tax, lines=lines, rules=rules, currency=currency)
@@ -318,7 +326,7 @@ def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.date
         rules=rules,
         now=now,
         purchase=purchase,
-        actor=purchase.recorded_by,
+        actor=actor,
         detail={
             "receipt": purchase.receipt_number,
             "store": purchase.store.name,
@@ -435,7 +443,7 @@ def purchase_record(
         )
         for i, line in enumerate(lines, start=1)
     )
-    entry = _award_purchase(purchase, lines, now)
+    entry = _award_purchase(purchase, lines, now, actor=by)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 
@@ -461,10 +469,7 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
     purchase.claimed_at = now
     purchase.save(update_fields=["member", "claimed_at"])
     lines = [LineInput(amount=line.amount, quantity=line.quantity, category=line.category) for line in purchase.lines.all()]
-    entry = _award_purchase(purchase, lines, now)
-    if entry is not None and by is not None:
-        entry.actor = by
-        entry.save(update_fields=["actor"])
+    entry = _award_purchase(purchase, lines, now, actor=by)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 

@@ -1,3 +1,5 @@
+"""Fixtures shared by every app's tests: the programme, a store, a member and staff in each role."""
+
 import pytest
 from django.core.management import call_command
 
