@@ -191,15 +191,11 @@ CONTENT_SECURITY_POLICY = {
 # With no broker configured, kombu's filesystem transport under .data needs no server.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    _queue = Path(env.str("CELERY_FILESYSTEM_FOLDER", default=str(DATA_DIR / "celery")))
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_queue / "queue"),
-        "data_folder_out": str(_queue / "queue"),
-        "processed_folder": str(_queue / "processed"),
-        "store_processed": False,
-    }
-    for _folder in ("queue", "processed"):
-        (_queue / _folder).mkdir(parents=True, exist_ok=True)
+    from loyalty_site.broker import filesystem_transport_options
+
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_transport_options(
+        Path(env.str("CELERY_FILESYSTEM_FOLDER", default=str(DATA_DIR / "celery")))
+    )
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=LOYALTY_ENV == "test")
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -12,6 +12,7 @@ from django.db import connection
 from django.utils import timezone
 from kombu import Connection
 
+from loyalty_site.broker import filesystem_transport_options
 from rewards import services
 from rewards.models import LedgerEntry
 
@@ -50,9 +51,7 @@ def test_a_task_runs_through_a_real_worker(rules, store, member, tmp_path):
         text=True,
     )
     try:
-        (tmp_path / "queue").mkdir(exist_ok=True)
-        folders = {"data_folder_in": str(tmp_path / "queue"), "data_folder_out": str(tmp_path / "queue")}
-        with Connection("filesystem://", transport_options={**folders, "store_processed": False}) as broker:
+        with Connection("filesystem://", transport_options=filesystem_transport_options(tmp_path)) as broker:
             current_app.send_task("rewards.tasks.expire_points", connection=broker)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not LedgerEntry.objects.filter(kind="expire").exists():
