@@ -43,6 +43,10 @@ class ProgrammeAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return not Programme.objects.exists()
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Programme | None = None) -> list[str]:
+        # Amounts already recorded are in this currency; changing it would rewrite history.
+        return ["currency"] if obj is not None and Purchase.objects.exists() else []
+
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 

@@ -292,33 +292,30 @@ def _debit(account: PointsAccount, *, points: int, kind: str, now: dt.datetime, 
 # --- purchases -------------------------------------------------------------------------
 
 
-def _earn_base(
-    *, net: Decimal, tax: Decimal, lines: Sequence[LineInput], rules: ProgrammeRules, currency: str
-) -> tuple[Decimal, Decimal]:
-    """Return (amount that earns points, amount excluded by category)."""
-    base = net if rules.earn_base == ProgrammeRules.EarnBase.NET_WITH_TAX else net - tax
+def _before_exclusions(rules: ProgrammeRules, *, net: Decimal, tax: Decimal) -> Decimal:
+    return net if rules.earn_base == ProgrammeRules.EarnBase.NET_WITH_TAX else net - tax
+
+
+def _earning(rules: ProgrammeRules, *, net: Decimal, tax: Decimal, lines: Sequence[LineInput]) -> tuple[Decimal, int]:
+    """Return the amount that earns points, after tax and excluded categories, and its points."""
+    base = _before_exclusions(rules, net=net, tax=tax)
     excluded_categories = {c.strip().lower() for c in rules.excluded_categories}
-    lines_total = sum((line.amount for line in lines), Decimal(0))
-    if not excluded_categories or not lines_total:
-        return base, Decimal(0)
-    excluded_lines = sum((line.amount for line in lines if line.category.strip().lower() in excluded_categories), Decimal(0))
-    excluded = quantize(base * excluded_lines / lines_total, currency)
-    return base - excluded, excluded
+    lines_total = sum((Decimal(line.amount) for line in lines), Decimal(0))
+    if excluded_categories and lines_total:
+        excluded = sum(
+            (Decimal(line.amount) for line in lines if line.category.strip().lower() in excluded_categories), Decimal(0)
+        )
+        base -= quantize(base * excluded / lines_total, rules.programme.currency)
+    return base, rules.points_for(base) if base >= rules.minimum_purchase else 0
 
 
-def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.datetime, actor: User | None) -> LedgerEntry | None:
-    rules = purchase.rules
-    currency = rules.programme.currency
-    base, excluded = _earn_base(net=purchase.net, tax=purchase.tax, lines=lines, rules=rules, currency=currency)
-    purchase.earn_base = base
-    points = rules.points_for(base) if base >= rules.minimum_purchase else 0
-    purchase.points_earned = max(points, 0)
-    purchase.save(update_fields=["earn_base", "points_earned"])
+def _award_purchase(purchase: Purchase, now: dt.datetime, actor: User | None) -> LedgerEntry | None:
     if purchase.member is None or purchase.points_earned <= 0:
         return None
-    account = _account_locked(purchase.member)
+    rules = purchase.rules
+    excluded = _before_exclusions(rules, net=purchase.net, tax=purchase.tax) - purchase.earn_base
     return _credit(
-        account,
+        _account_locked(purchase.member),
         points=purchase.points_earned,
         kind=LedgerEntry.Kind.EARN,
         earned_at=purchase.occurred_at,
@@ -330,8 +327,8 @@ def _award_purchase(purchase: Purchase, lines: Sequence[LineInput], now: dt.date
         detail={
             "receipt": purchase.receipt_number,
             "store": purchase.store.name,
-            "currency": currency,
-            "base": _canonical(base),
+            "currency": rules.programme.currency,
+            "base": _canonical(purchase.earn_base),
             "excluded": _canonical(excluded),
             "rate": str(rules.points_per_unit),
         },
@@ -403,6 +400,7 @@ def purchase_record(
     )
     occurred_at = occurred_at or now
     rules = rules_in_force(at=occurred_at)
+    earn_base, points = _earning(rules, net=gross - discount_amount, tax=tax_amount, lines=lines)
     try:
         with transaction.atomic():
             purchase = Purchase.objects.create(
@@ -418,6 +416,8 @@ def purchase_record(
                 recorded_by=by,
                 recorded_via=via,
                 rules=rules,
+                earn_base=earn_base,
+                points_earned=max(points, 0),
                 fingerprint=fingerprint,
             )
     except IntegrityError:
@@ -443,7 +443,7 @@ def purchase_record(
         )
         for i, line in enumerate(lines, start=1)
     )
-    entry = _award_purchase(purchase, lines, now, actor=by)
+    entry = _award_purchase(purchase, now, actor=by)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 
@@ -468,8 +468,7 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
     purchase.member = member
     purchase.claimed_at = now
     purchase.save(update_fields=["member", "claimed_at"])
-    lines = [LineInput(amount=line.amount, quantity=line.quantity, category=line.category) for line in purchase.lines.all()]
-    entry = _award_purchase(purchase, lines, now, actor=by)
+    entry = _award_purchase(purchase, now, actor=by)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 
