@@ -1,8 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 
-from members.models import ConsentRecord, Member, Store, User
+from members import services
+from members.models import ApiKey, ConsentRecord, Member, Store, User
 
 
 @admin.register(User)
@@ -73,3 +74,39 @@ class MemberAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         # Members are enrolled at the counter, online, by API or import: all through the service.
         return False
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "store", "prefix", "requests_per_minute", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["store", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "store__code"]
+    fields = ["store", "name", "requests_per_minute", "prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "created_by", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return [*self.readonly_fields, "store"] if obj else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw_key = services.api_key_create(
+            store=obj.store, name=obj.name, by=request.user, requests_per_minute=obj.requests_per_minute
+        )
+        obj.pk, obj.prefix, obj.key_hash = key.pk, key.prefix, key.key_hash
+        self.message_user(
+            request,
+            _("The new key is %(key)s. Copy it now: it is not shown again.") % {"key": raw_key},
+            messages.WARNING,
+        )
+
+    @admin.action(description=_("Revoke the selected keys"))
+    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+        for key in queryset:
+            services.api_key_revoke(key=key)
+        self.message_user(request, _("Revoked %(count)s key(s).") % {"count": queryset.count()}, messages.SUCCESS)
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False  # revoke instead: purchases keep the name of the key that recorded them

@@ -1,6 +1,8 @@
 """Writes for members: enrolment, profile and consent changes."""
 
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 
 import phonenumbers
@@ -11,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from members.models import ConsentRecord, Member, Store, User
+from members.models import ApiKey, ConsentRecord, Member, Store, User
 
 
 class DuplicateMember(ValidationError):
@@ -155,3 +157,50 @@ def store_create(*, code: str, name: str, timezone_name: str = "Asia/Shanghai", 
     store.full_clean()
     store.save()
     return store
+
+
+def _key_hash(raw_key: str) -> str:
+    # Keys carry 190 random bits, so a plain SHA-256 is enough: nothing to brute-force.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_create(
+    *, store: Store, name: str, by: User | None = None, requests_per_minute: int | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key for a store; return it with the secret, which is shown once and never stored."""
+    if not name.strip():
+        raise ValidationError({"name": _("Name the till or shop that will use this key.")})
+    prefix = secrets.token_hex(4)
+    raw_key = f"lk_{prefix}_{secrets.token_urlsafe(24)}"
+    key = ApiKey.objects.create(
+        store=store,
+        name=name.strip(),
+        prefix=prefix,
+        key_hash=_key_hash(raw_key),
+        created_by=by,
+        **({"requests_per_minute": requests_per_minute} if requests_per_minute else {}),
+    )
+    return key, raw_key
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """Return the active key for a secret, noting when it was last used, or None."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "lk":
+        return None
+    key = ApiKey.objects.active().select_related("store").filter(prefix=parts[1]).first()
+    if key is None or not hmac.compare_digest(key.key_hash, _key_hash(raw_key)):
+        return None
+    now = timezone.now()
+    # Recording every request would make the key row the hottest in the database.
+    if key.last_used_at is None or now - key.last_used_at > dt.timedelta(minutes=1):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key

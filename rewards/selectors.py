@@ -1,9 +1,11 @@
 """Reads that shape ledger data for pages, the API and the reconciliation command."""
 
+import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 
 from members.models import Member
 from rewards.models import LedgerEntry, PointsAccount, PointsLot
@@ -89,9 +91,9 @@ def account_for(member: Member) -> PointsAccount:
     return PointsAccount.objects.filter(member=member).first() or PointsAccount(member=member)
 
 
-def upcoming_expiries(member: Member, *, limit: int = 3) -> list[dict[str, object]]:
-    """Return the next expiry dates with the points that expire on each."""
-    return list(
+def upcoming_expiries(member: Member, *, tz: zoneinfo.ZoneInfo, limit: int = 3) -> list[dict[str, object]]:
+    """Return the next expiries as {points, expires_on}: the last day the points can be used."""
+    rows = (
         PointsLot.objects.filter(
             account_id=member.pk, status__in=["pending", "available"], remaining__gt=0, expires_at__isnull=False
         )
@@ -99,7 +101,11 @@ def upcoming_expiries(member: Member, *, limit: int = 3) -> list[dict[str, objec
         .annotate(points=Sum("remaining"))
         .order_by("expires_at")[:limit]
     )
+    return [
+        {"points": row["points"], "expires_on": (row["expires_at"].astimezone(tz) - dt.timedelta(days=1)).date()} for row in rows
+    ]
 
 
-def history(member: Member) -> "list[LedgerEntry]":
-    return list(LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot"))
+def ledger_entries(member: Member) -> "QuerySet[LedgerEntry]":
+    """Return the member's history, newest first, with what each entry came from."""
+    return LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot")

@@ -1,0 +1,155 @@
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from members import services as member_services
+from members.api_problems import DuplicateProblemSerializer, problems
+from members.idempotency import idempotent_response
+from members.models import Member
+from rewards import selectors, services
+from rewards.models import LedgerEntry
+
+LOOKUP_FIELDS = ["phone", "email", "card", "member_number", "external_ref"]
+
+
+class ExpirySerializer(serializers.Serializer):
+    points = serializers.IntegerField()
+    expires_on = serializers.DateField(help_text="The last day these points can be spent.")
+
+
+class PointsSerializer(serializers.Serializer):
+    available = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="Earned, spendable once the return window has passed.")
+    owed = serializers.IntegerField(help_text="Taken back by a return after being spent; blocks spending.")
+    expiring = ExpirySerializer(many=True)
+
+
+class MemberSerializer(serializers.Serializer):
+    member_number = serializers.CharField()
+    card_code = serializers.CharField()
+    name = serializers.CharField()
+    phone = serializers.CharField(allow_null=True)
+    email = serializers.CharField()
+    birthday = serializers.DateField(allow_null=True)
+    external_ref = serializers.CharField()
+    status = serializers.CharField()
+    enrolled_at = serializers.DateTimeField()
+    tier = serializers.CharField(allow_null=True, help_text="Null until tiers are configured.")
+    points = PointsSerializer()
+
+
+def member_payload(member: Member) -> dict[str, object]:
+    account = selectors.account_for(member)
+    return MemberSerializer(
+        {
+            **{field: getattr(member, field) for field in ("member_number", "card_code", "name", "email", "birthday")},
+            "phone": str(member.phone) if member.phone else None,
+            "external_ref": member.external_ref,
+            "status": member.status,
+            "enrolled_at": member.enrolled_at,
+            "tier": None,
+            "points": {
+                "available": account.available,
+                "pending": account.pending,
+                "owed": account.owed,
+                "expiring": selectors.upcoming_expiries(member, tz=services.programme_get().tz),
+            },
+        }
+    ).data
+
+
+class MemberCreateApi(APIView):
+    class MemberInputSerializer(serializers.Serializer):
+        phone = serializers.CharField(required=False, allow_blank=True, max_length=32)
+        email = serializers.EmailField(required=False, allow_blank=True)
+        name = serializers.CharField(required=False, allow_blank=True, max_length=150)
+        birthday = serializers.DateField(required=False, allow_null=True)
+        external_ref = serializers.CharField(required=False, allow_blank=True, max_length=64)
+        email_consent = serializers.BooleanField(required=False, default=False)
+        sms_consent = serializers.BooleanField(required=False, default=False)
+
+    @extend_schema(
+        operation_id="members_create",
+        request=MemberInputSerializer,
+        responses={201: MemberSerializer, 200: MemberSerializer, **problems(400, 409, 415, 422, s409=DuplicateProblemSerializer)},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.MemberInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+
+        def enrol() -> tuple[int, dict[str, object]]:
+            member = member_services.member_enrol(
+                channel=Member.Channel.API,
+                store=request.auth.store,
+                **data.validated_data,  # type: ignore[union-attr]
+            )
+            return status.HTTP_201_CREATED, member_payload(member)
+
+        return idempotent_response(request, payload=data.validated_data, natural_key=None, write=enrol)
+
+
+class MemberLookupApi(APIView):
+    @extend_schema(
+        operation_id="members_lookup",
+        parameters=[OpenApiParameter(name, str, required=False) for name in LOOKUP_FIELDS],
+        responses={200: MemberSerializer, **problems(400, 404)},
+    )
+    def get(self, request: Request) -> Response:
+        given = {name: request.query_params[name].strip() for name in LOOKUP_FIELDS if request.query_params.get(name, "").strip()}
+        if len(given) != 1:
+            raise serializers.ValidationError({"query": ["Give exactly one of: " + ", ".join(LOOKUP_FIELDS) + "."]})
+        ((field, value),) = given.items()
+        if field == "phone":
+            try:
+                value = member_services.phone_normalise(value)
+            except DjangoValidationError as error:
+                raise serializers.ValidationError(error.message_dict) from None
+        lookup = {"email": "email__iexact", "card": "card_code"}.get(field, field)
+        member = get_object_or_404(Member, **{lookup: value})
+        return Response(member_payload(member))
+
+
+class MemberDetailApi(APIView):
+    @extend_schema(operation_id="members_retrieve", responses={200: MemberSerializer, **problems(404)})
+    def get(self, request: Request, member_number: str) -> Response:
+        return Response(member_payload(get_object_or_404(Member, member_number=member_number)))
+
+
+class LedgerEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    points = serializers.IntegerField()
+    explanation = serializers.CharField()
+    occurred_at = serializers.DateTimeField(help_text="When the change took effect.")
+    created_at = serializers.DateTimeField()
+    available_at = serializers.DateTimeField(source="lot.available_at", allow_null=True, default=None)
+    expires_at = serializers.DateTimeField(source="lot.expires_at", allow_null=True, default=None)
+    receipt_number = serializers.CharField(source="purchase.receipt_number", allow_null=True, default=None)
+    store = serializers.CharField(source="purchase.store.code", allow_null=True, default=None)
+    return_number = serializers.CharField(source="return_record.return_number", allow_null=True, default=None)
+    source_ref = serializers.CharField()
+
+
+class LedgerPagination(CursorPagination):
+    ordering = ("-occurred_at", "-id")
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+@extend_schema_view(
+    get=extend_schema(operation_id="members_ledger", responses={200: LedgerEntrySerializer(many=True), **problems(404)})
+)
+class MemberLedgerApi(generics.ListAPIView):
+    serializer_class = LedgerEntrySerializer
+    pagination_class = LedgerPagination
+
+    def get_queryset(self) -> "QuerySet[LedgerEntry]":
+        return selectors.ledger_entries(get_object_or_404(Member, member_number=self.kwargs["member_number"]))
