@@ -230,11 +230,11 @@ class PointsAccount(models.Model):
     """
 
     member = models.OneToOneField(Member, primary_key=True, on_delete=models.PROTECT, related_name="points")
-    available = models.IntegerField(_("available"), default=0)
-    pending = models.IntegerField(_("pending"), default=0)
-    owed = models.IntegerField(_("owed"), default=0)
-    lifetime_earned = models.IntegerField(_("earned to date"), default=0)
-    lifetime_spent = models.IntegerField(_("spent to date"), default=0)
+    available = models.BigIntegerField(_("available"), default=0)
+    pending = models.BigIntegerField(_("pending"), default=0)
+    owed = models.BigIntegerField(_("owed"), default=0)
+    lifetime_earned = models.BigIntegerField(_("earned to date"), default=0)
+    lifetime_spent = models.BigIntegerField(_("spent to date"), default=0)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
@@ -290,7 +290,7 @@ class Purchase(models.Model):
     recorded_via = models.CharField(_("recorded via"), max_length=64, blank=True, help_text=_("Till or API key name."))
     rules = models.ForeignKey(ProgrammeRules, on_delete=models.PROTECT, related_name="+", verbose_name=_("rules applied"))
     earn_base = models.DecimalField(_("amount that earns points"), **AMOUNT, default=Decimal(0))
-    points_earned = models.IntegerField(_("points earned"), default=0)
+    points_earned = models.BigIntegerField(_("points earned"), default=0)
     claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
     fingerprint = models.CharField(
         max_length=64, editable=False, help_text="Hash of the request, to tell a replay from a conflict."
@@ -342,7 +342,7 @@ class Return(models.Model):
     purchase = models.ForeignKey(Purchase, on_delete=models.PROTECT, related_name="returns", verbose_name=_("purchase"))
     return_number = models.CharField(_("return number"), max_length=64)
     amount = models.DecimalField(_("amount refunded"), **AMOUNT)
-    points_clawed_back = models.IntegerField(_("points taken back"), default=0)
+    points_clawed_back = models.BigIntegerField(_("points taken back"), default=0)
     recorded_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     recorded_via = models.CharField(_("recorded via"), max_length=64, blank=True)
@@ -400,8 +400,8 @@ class PointsLot(models.Model):
     Status = LotStatus
 
     account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="lots")
-    points = models.PositiveIntegerField(_("points"))
-    remaining = models.PositiveIntegerField(_("remaining"))
+    points = models.PositiveBigIntegerField(_("points"))
+    remaining = models.PositiveBigIntegerField(_("remaining"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices)
     available_at = models.DateTimeField(_("available from"))
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
@@ -453,7 +453,7 @@ class LedgerEntry(models.Model):
 
     account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries")
     kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices)
-    points = models.IntegerField(_("points"))
+    points = models.BigIntegerField(_("points"))
     occurred_at = models.DateTimeField(_("when"), default=timezone.now, help_text=_("When the change took effect."))
     created_at = models.DateTimeField(_("recorded"), default=timezone.now)
     purchase = models.ForeignKey(Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="entries")
@@ -465,7 +465,7 @@ class LedgerEntry(models.Model):
     source_ref = models.CharField(_("source"), max_length=64, blank=True, help_text="e.g. campaign:12, redemption:40")
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     detail = models.JSONField(default=dict, blank=True, help_text="Figures the explanation is written from.")
-    owed_points = models.PositiveIntegerField(default=0, help_text="Of a clawback, the points that were already spent.")
+    owed_points = models.PositiveBigIntegerField(default=0, help_text="Of a clawback, the points that were already spent.")
     idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
 
     class Meta:
@@ -512,7 +512,7 @@ class LotAllocation(models.Model):
     lot = models.ForeignKey(PointsLot, on_delete=models.PROTECT, related_name="allocations")
     entry = models.ForeignKey(LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="allocations")
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    points = models.PositiveIntegerField()
+    points = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -39,6 +40,8 @@ from rewards.money import format_money, quantize
 # A till's clock may run a little ahead of ours.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 BULK_CHUNK = 5000
+MAX_LINES = 500
+MAX_QUANTITY = 100_000
 
 
 class RewardsError(Exception):
@@ -339,8 +342,41 @@ def _earn_entry(purchase: Purchase) -> LedgerEntry | None:
     return purchase.entries.filter(kind=LedgerEntry.Kind.EARN).first()
 
 
-@transaction.atomic
-def purchase_record(
+@dataclass(frozen=True)
+class PurchaseInput:
+    """A sale that passed validation, ready to be written alone or in bulk."""
+
+    store: Store
+    receipt_number: str
+    gross: Decimal
+    discount: Decimal
+    tax: Decimal
+    occurred_at: dt.datetime | None
+    channel: str
+    member: Member | None
+    lines: tuple[LineInput, ...]
+
+    @property
+    def net(self) -> Decimal:
+        return self.gross - self.discount
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash what the sender said, to tell a replay from a different sale under the same receipt."""
+        return _fingerprint(
+            {
+                "member": self.member.member_number if self.member else None,
+                "amount": _canonical(self.gross),
+                "discount": _canonical(self.discount),
+                "tax": _canonical(self.tax),
+                "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+                "channel": self.channel,
+                "lines": [[ln.sku, ln.name, ln.category, ln.quantity, _canonical(Decimal(ln.amount))] for ln in self.lines],
+            }
+        )
+
+
+def purchase_input(
     *,
     store: Store,
     receipt_number: str,
@@ -351,11 +387,10 @@ def purchase_record(
     channel: str = Purchase.Channel.STORE,
     member: Member | None = None,
     lines: Sequence[LineInput] = (),
-    by: User | None = None,
-    via: str = "",
-) -> PurchaseResult:
-    """Record a sale and award its points; a replay of the same receipt returns the original."""
-    now = timezone.now()
+    now: dt.datetime | None = None,
+) -> PurchaseInput:
+    """Validate a sale; raise ValidationError naming every field at fault."""
+    now = now or timezone.now()
     errors: dict[str, str] = {}
     receipt_number = _receipt(receipt_number, "receipt_number", errors)
     gross = _amount(amount, "amount", errors)
@@ -375,10 +410,12 @@ def purchase_record(
     for i, line in enumerate(lines):
         line_errors: dict[str, str] = {}
         _amount(line.amount, "amount", line_errors, allow_zero=True)
-        if line.quantity < 1:
-            line_errors["quantity"] = _("The quantity must be at least 1.")
+        if not 1 <= line.quantity <= MAX_QUANTITY:
+            line_errors["quantity"] = _("The quantity must be between 1 and %(max)s.") % {"max": MAX_QUANTITY}
         for key, message in line_errors.items():
             errors[f"lines[{i}].{key}"] = message
+    if len(lines) > MAX_LINES:
+        errors["lines"] = _("A purchase can have at most %(max)s lines.") % {"max": MAX_LINES}
     if lines and not errors and sum(Decimal(line.amount) for line in lines) != gross:
         errors["lines"] = _("The lines add up to %(lines)s but the amount is %(amount)s.") % {
             "lines": sum(Decimal(line.amount) for line in lines),
@@ -386,52 +423,44 @@ def purchase_record(
         }
     if errors:
         raise ValidationError(errors)
-
-    fingerprint = _fingerprint(
-        {
-            "member": member.member_number if member else None,
-            "amount": _canonical(gross),
-            "discount": _canonical(discount_amount),
-            "tax": _canonical(tax_amount),
-            "occurred_at": occurred_at.isoformat() if occurred_at else None,
-            "channel": channel,
-            "lines": [[line.sku, line.name, line.category, line.quantity, _canonical(Decimal(line.amount))] for line in lines],
-        }
+    return PurchaseInput(
+        store=store,
+        receipt_number=receipt_number,
+        gross=gross,
+        discount=discount_amount,
+        tax=tax_amount,
+        occurred_at=occurred_at,
+        channel=channel,
+        member=member,
+        lines=tuple(lines),
     )
-    occurred_at = occurred_at or now
-    rules = rules_in_force(at=occurred_at)
-    earn_base, points = _earning(rules, net=gross - discount_amount, tax=tax_amount, lines=lines)
-    try:
-        with transaction.atomic():
-            purchase = Purchase.objects.create(
-                store=store,
-                receipt_number=receipt_number,
-                member=member,
-                channel=channel,
-                gross=gross,
-                discount=discount_amount,
-                tax=tax_amount,
-                net=gross - discount_amount,
-                occurred_at=occurred_at,
-                recorded_by=by,
-                recorded_via=via,
-                rules=rules,
-                earn_base=earn_base,
-                points_earned=max(points, 0),
-                fingerprint=fingerprint,
-            )
-    except IntegrityError:
-        # The unique (store, receipt) index made us wait for a concurrent twin: a replay.
-        original = Purchase.objects.filter(store=store, receipt_number=receipt_number).first()
-        if original is None:
-            raise
-        if original.fingerprint != fingerprint:
-            raise ReplayConflict(
-                _("Receipt %(receipt)s was already recorded at this store with different details.") % {"receipt": receipt_number},
-                purchase_id=original.pk,
-            ) from None
-        return PurchaseResult(purchase=original, created=False, entry=_earn_entry(original))
-    PurchaseLine.objects.bulk_create(
+
+
+def unsaved_purchase(data: PurchaseInput, *, rules: ProgrammeRules, now: dt.datetime, by: User | None, via: str) -> Purchase:
+    """Build the purchase row for a validated sale, its points worked out by the given rules."""
+    earn_base, points = _earning(rules, net=data.net, tax=data.tax, lines=data.lines)
+    return Purchase(
+        store=data.store,
+        receipt_number=data.receipt_number,
+        member=data.member,
+        channel=data.channel,
+        gross=data.gross,
+        discount=data.discount,
+        tax=data.tax,
+        net=data.net,
+        occurred_at=data.occurred_at or now,
+        recorded_at=now,
+        recorded_by=by,
+        recorded_via=via,
+        rules=rules,
+        earn_base=earn_base,
+        points_earned=max(points, 0),
+        fingerprint=data.fingerprint,
+    )
+
+
+def purchase_lines(purchase: Purchase, lines: Sequence[LineInput]) -> list[PurchaseLine]:
+    return [
         PurchaseLine(
             purchase=purchase,
             line_number=i,
@@ -442,7 +471,38 @@ def purchase_record(
             amount=Decimal(line.amount),
         )
         for i, line in enumerate(lines, start=1)
+    ]
+
+
+def replay_conflict(receipt_number: str, purchase_id: int) -> ReplayConflict:
+    return ReplayConflict(
+        _("Receipt %(receipt)s was already recorded at this store with different details.") % {"receipt": receipt_number},
+        field="receipt_number",
+        purchase_id=purchase_id,
     )
+
+
+@transaction.atomic
+def purchase_record(*, by: User | None = None, via: str = "", **sale: Any) -> PurchaseResult:
+    """Record a sale and award its points; a replay of the same receipt returns the original.
+
+    Takes the arguments of `purchase_input`.
+    """
+    now = timezone.now()
+    data = purchase_input(now=now, **sale)
+    try:
+        with transaction.atomic():
+            purchase = unsaved_purchase(data, rules=rules_in_force(at=data.occurred_at or now), now=now, by=by, via=via)
+            purchase.save(force_insert=True)
+    except IntegrityError:
+        # The unique (store, receipt) index made us wait for a concurrent twin: a replay.
+        original = Purchase.objects.filter(store=data.store, receipt_number=data.receipt_number).first()
+        if original is None:
+            raise
+        if original.fingerprint != data.fingerprint:
+            raise replay_conflict(data.receipt_number, original.pk) from None
+        return PurchaseResult(purchase=original, created=False, entry=_earn_entry(original))
+    PurchaseLine.objects.bulk_create(purchase_lines(purchase, data.lines))
     entry = _award_purchase(purchase, now, actor=by)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)

@@ -1,6 +1,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import CursorPagination
@@ -14,8 +15,6 @@ from members.idempotency import idempotent_response
 from members.models import Member
 from rewards import selectors, services
 from rewards.models import LedgerEntry
-
-LOOKUP_FIELDS = ["phone", "email", "card", "member_number", "external_ref"]
 
 
 class ExpirySerializer(serializers.Serializer):
@@ -95,16 +94,28 @@ class MemberCreateApi(APIView):
         return idempotent_response(request, payload=data.validated_data, natural_key=None, write=enrol)
 
 
+class MemberLookupSerializer(serializers.Serializer):
+    phone = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    email = serializers.CharField(required=False, allow_blank=True, max_length=254)
+    card = serializers.CharField(required=False, allow_blank=True, max_length=16)
+    member_number = serializers.CharField(required=False, allow_blank=True, max_length=12)
+    external_ref = serializers.CharField(required=False, allow_blank=True, max_length=64)
+
+
 class MemberLookupApi(APIView):
     @extend_schema(
         operation_id="members_lookup",
-        parameters=[OpenApiParameter(name, str, required=False) for name in LOOKUP_FIELDS],
+        parameters=[MemberLookupSerializer],
         responses={200: MemberSerializer, **problems(400, 404)},
     )
     def get(self, request: Request) -> Response:
-        given = {name: request.query_params[name].strip() for name in LOOKUP_FIELDS if request.query_params.get(name, "").strip()}
+        query = MemberLookupSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        given = {name: value for name, value in query.validated_data.items() if value}
         if len(given) != 1:
-            raise serializers.ValidationError({"query": ["Give exactly one of: " + ", ".join(LOOKUP_FIELDS) + "."]})
+            raise serializers.ValidationError(
+                {"query": [_("Give exactly one of: phone, email, card, member_number, external_ref.")]}
+            )
         ((field, value),) = given.items()
         if field == "phone":
             try:

@@ -300,3 +300,17 @@ def test_the_schema_and_docs_are_served_without_a_key(rules):
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
     assert "cdn" not in docs.text.lower()
+
+
+def test_the_largest_amount_earns_points_without_overflow(rules, api, member):
+    response = purchase(api, member_number=member.member_number, amount="999999999999.99")
+    assert response.status_code == 201, response.content
+    assert response.json()["points_earned"] == 999_999_999_999
+
+
+def test_a_nul_character_in_a_query_is_a_400_not_a_500(rules, api):
+    assert "member_number" in problem_of(api.get("/api/v1/members/lookup", {"member_number": "12\x0034"}), 400)["errors"]
+
+
+def test_an_unknown_api_address_is_a_problem(rules, api):
+    problem_of(api.post("/api/v1/purchases/-5/claim", {}, format="json"), 404)
