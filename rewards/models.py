@@ -160,6 +160,15 @@ class ProgrammeRules(models.Model):
         ]
         return int((base * self.points_per_unit * multiplier).quantize(Decimal(1), rounding=mode))
 
+    def lot_dates(self, earned_at: dt.datetime, *, return_window: bool) -> tuple[dt.datetime, dt.datetime | None]:
+        """Return when points earned at a moment can be spent and when they expire.
+
+        Purchase points wait out the return window; points never wait past their expiry.
+        """
+        expires_at = self.expires_at(earned_at, self.programme.tz)
+        available_at = earned_at + dt.timedelta(days=self.pending_days) if return_window else earned_at
+        return (min(available_at, expires_at) if expires_at else available_at), expires_at
+
     def expires_at(self, earned_at: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime | None:
         """Return the first moment the points are no longer valid, at local midnight."""
         local = earned_at.astimezone(tz).date()

@@ -240,14 +240,11 @@ def _credit(
     earned_at: dt.datetime,
     rules: ProgrammeRules,
     now: dt.datetime,
-    available_at: dt.datetime | None = None,
+    return_window: bool = False,
     purchase: Purchase | None = None,
     **entry_fields: object,
 ) -> LedgerEntry:
-    available_at = available_at or earned_at
-    expires_at = rules.expires_at(earned_at, rules.programme.tz)
-    if expires_at is not None:
-        available_at = min(available_at, expires_at)
+    available_at, expires_at = rules.lot_dates(earned_at, return_window=return_window)
     pending = available_at > now
     lot = PointsLot.objects.create(
         account=account,
@@ -312,29 +309,34 @@ def _earning(rules: ProgrammeRules, *, net: Decimal, tax: Decimal, lines: Sequen
     return base, rules.points_for(base) if base >= rules.minimum_purchase else 0
 
 
+def earn_detail(purchase: Purchase) -> dict[str, object]:
+    """Return the figures a purchase's earn entry is explained from."""
+    rules = purchase.rules
+    excluded = _before_exclusions(rules, net=purchase.net, tax=purchase.tax) - purchase.earn_base
+    return {
+        "receipt": purchase.receipt_number,
+        "store": purchase.store.name,
+        "currency": rules.programme.currency,
+        "base": _canonical(purchase.earn_base),
+        "excluded": _canonical(excluded),
+        "rate": str(rules.points_per_unit),
+    }
+
+
 def _award_purchase(purchase: Purchase, now: dt.datetime, actor: User | None) -> LedgerEntry | None:
     if purchase.member is None or purchase.points_earned <= 0:
         return None
-    rules = purchase.rules
-    excluded = _before_exclusions(rules, net=purchase.net, tax=purchase.tax) - purchase.earn_base
     return _credit(
         _account_locked(purchase.member),
         points=purchase.points_earned,
         kind=LedgerEntry.Kind.EARN,
         earned_at=purchase.occurred_at,
-        available_at=purchase.occurred_at + dt.timedelta(days=rules.pending_days),
-        rules=rules,
+        return_window=True,
+        rules=purchase.rules,
         now=now,
         purchase=purchase,
         actor=actor,
-        detail={
-            "receipt": purchase.receipt_number,
-            "store": purchase.store.name,
-            "currency": rules.programme.currency,
-            "base": _canonical(purchase.earn_base),
-            "excluded": _canonical(excluded),
-            "rate": str(rules.points_per_unit),
-        },
+        detail=earn_detail(purchase),
     )
 
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.core.exceptions import ValidationError as DomainValidationError
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from members.api_problems import problems
 from members.idempotency import idempotent_response
 from members.models import Member
-from rewards import selectors, services
+from rewards import bulk, selectors, services
 from rewards.models import Purchase
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -210,3 +210,106 @@ class PurchaseClaimApi(APIView):
         member = member_or_error(data.validated_data["member_number"])
         result = services.purchase_claim(purchase=purchase, member=member)  # type: ignore[arg-type]
         return Response(purchase_payload(result), status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+BATCH_LIMIT = 1000
+
+
+class BatchItemResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position in the request.")
+    status = serializers.IntegerField(help_text="201 recorded, 200 replay, 409 receipt used with other details, 400/422 refused.")
+    receipt_number = serializers.CharField(allow_null=True)
+    purchase_id = serializers.IntegerField(allow_null=True)
+    points_earned = serializers.IntegerField(allow_null=True)
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+class BatchResultSerializer(serializers.Serializer):
+    results = BatchItemResultSerializer(many=True)
+    created = serializers.IntegerField()
+    replayed = serializers.IntegerField()
+    refused = serializers.IntegerField()
+
+
+def _batch_sale(data: dict, members: dict[str, Member], request: Request) -> services.PurchaseInput:
+    member = members.get(data["member_number"]) if data["member_number"] else None
+    if data["member_number"] and member is None:
+        raise DomainValidationError({"member_number": _("No member has this number.")})
+    return services.purchase_input(
+        store=request.auth.store,  # type: ignore[union-attr]
+        receipt_number=data["receipt_number"],
+        amount=data["amount"],
+        discount=data["discount"],
+        tax=data["tax"],
+        occurred_at=data["occurred_at"],
+        channel=data["channel"],
+        member=member,
+        lines=[services.LineInput(**line) for line in data["lines"]],
+    )
+
+
+def _refused(index: int, status_code: int, receipt_number: object, errors: dict) -> dict[str, object]:
+    return {
+        "index": index,
+        "status": status_code,
+        "receipt_number": receipt_number,
+        "purchase_id": None,
+        "points_earned": None,
+        "errors": errors,
+    }
+
+
+class PurchaseBatchApi(APIView):
+    class BatchInputSerializer(serializers.Serializer):
+        purchases = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=BATCH_LIMIT)
+
+    @extend_schema(
+        operation_id="purchases_batch",
+        request=inline_serializer("PurchaseBatchRequest", {"purchases": PurchaseInputSerializer(many=True)}),
+        responses={200: BatchResultSerializer, **problems(400, 415)},
+        description="Record up to 1,000 sales at once (a till catching up). Each item is idempotent on its receipt "
+        "number and gets its own result; valid items are recorded even when others are refused.",
+    )
+    def post(self, request: Request) -> Response:
+        batch = self.BatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        results: dict[int, dict[str, object]] = {}
+        parsed: list[tuple[int, dict]] = []
+        for index, raw in enumerate(batch.validated_data["purchases"]):
+            item = PurchaseInputSerializer(data=raw)
+            if item.is_valid():
+                parsed.append((index, item.validated_data))
+            else:
+                results[index] = _refused(index, 400, raw.get("receipt_number"), item.errors)
+        members = Member.objects.in_bulk(
+            [d["member_number"] for _i, d in parsed if d["member_number"]], field_name="member_number"
+        )
+        sales: list[tuple[int, services.PurchaseInput]] = []
+        for index, data in parsed:
+            try:
+                sales.append((index, _batch_sale(data, members, request)))
+            except DomainValidationError as error:
+                errors = {("member_number" if k == "member" else k): v for k, v in error.message_dict.items()}
+                results[index] = _refused(index, 422, data["receipt_number"], errors)
+        outcomes = bulk.purchases_record_bulk([sale for _i, sale in sales], via=request.auth.name)  # type: ignore[union-attr]
+        earned = dict(Purchase.objects.filter(pk__in=[o.purchase_id for o in outcomes]).values_list("pk", "points_earned"))
+        for (index, sale), outcome in zip(sales, outcomes, strict=True):
+            if outcome.conflict:
+                errors = {"receipt_number": [_("This receipt was already recorded with different details.")]}
+                results[index] = {**_refused(index, 409, sale.receipt_number, errors), "purchase_id": outcome.purchase_id}
+                continue
+            results[index] = {
+                "index": index,
+                "status": 201 if outcome.created else 200,
+                "receipt_number": sale.receipt_number,
+                "purchase_id": outcome.purchase_id,
+                "points_earned": earned[outcome.purchase_id],
+            }
+        statuses = [result["status"] for result in results.values()]
+        body = {
+            "results": [results[i] for i in sorted(results)],
+            "created": statuses.count(201),
+            "replayed": statuses.count(200),
+            "refused": len(statuses) - statuses.count(201) - statuses.count(200),
+        }
+        return Response(BatchResultSerializer(body).data)

@@ -314,3 +314,35 @@ def test_a_nul_character_in_a_query_is_a_400_not_a_500(rules, api):
 
 def test_an_unknown_api_address_is_a_problem(rules, api):
     problem_of(api.post("/api/v1/purchases/-5/claim", {}, format="json"), 404)
+
+
+def test_a_batch_records_each_sale_once_and_reports_each(rules, api, member):
+    purchase(api, member_number=member.member_number, receipt_number="OLD", amount="5")
+    items = [
+        {"receipt_number": "B-1", "amount": "10", "member_number": member.member_number},
+        {"receipt_number": "B-1", "amount": "10", "member_number": member.member_number},
+        {"receipt_number": "OLD", "amount": "6", "member_number": member.member_number},
+        {"receipt_number": "B-2", "amount": "-1"},
+        {"receipt_number": "B-3", "amount": "abc"},
+        {"receipt_number": "B-4", "amount": "7", "member_number": "0000000000"},
+        {"receipt_number": "B-5", "amount": "8"},
+    ]
+    response = api.post("/api/v1/purchases/batch", {"purchases": items}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [201, 200, 409, 422, 400, 422, 201]
+    assert body["results"][0]["points_earned"] == 10
+    assert "amount" in body["results"][3]["errors"]
+    assert "member_number" in body["results"][5]["errors"]
+    assert (body["created"], body["replayed"], body["refused"]) == (2, 1, 4)
+    again = api.post("/api/v1/purchases/batch", {"purchases": items}, format="json").json()
+    assert (again["created"], again["replayed"]) == (0, 3)
+    assert Purchase.objects.count() == 3
+    member.points.refresh_from_db()
+    assert member.points.available == 15
+
+
+def test_a_batch_is_limited_to_a_thousand(rules, api):
+    items = [{"receipt_number": f"B-{i}", "amount": "1"} for i in range(1001)]
+    assert "purchases" in problem_of(api.post("/api/v1/purchases/batch", {"purchases": items}, format="json"), 400)["errors"]
+    assert not Purchase.objects.exists()

@@ -1,0 +1,212 @@
+"""The set-based twin of `services.purchase_record`, for till batches and imports.
+
+Same validation (`services.purchase_input`), same earning rules (`services.unsaved_purchase`,
+`ProgrammeRules.lot_dates`), same rows as the single path; only the writes differ: the sales
+are copied into a staging table and every table is written with one INSERT … SELECT.
+"""
+
+import bisect
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from members.models import User
+from rewards import hooks, services
+from rewards.models import LedgerEntry, ProgrammeRules, Purchase
+from rewards.services import PurchaseInput
+
+STAGING = """
+DROP TABLE IF EXISTS pg_temp.bulk_sale, pg_temp.bulk_line;
+CREATE TEMP TABLE bulk_sale (
+    ord integer PRIMARY KEY, first_of_key boolean NOT NULL,
+    store_id bigint NOT NULL, receipt_number text NOT NULL, member_id bigint, channel text NOT NULL,
+    gross numeric NOT NULL, discount numeric NOT NULL, tax numeric NOT NULL, net numeric NOT NULL,
+    occurred_at timestamptz NOT NULL, rules_id bigint NOT NULL, earn_base numeric NOT NULL, points bigint NOT NULL,
+    fingerprint text NOT NULL, available_at timestamptz NOT NULL, expires_at timestamptz, detail jsonb NOT NULL,
+    purchase_id bigint, created boolean NOT NULL DEFAULT false, conflict boolean NOT NULL DEFAULT false
+) ON COMMIT DROP;
+CREATE TEMP TABLE bulk_line (
+    ord integer NOT NULL, line_number integer NOT NULL, sku text NOT NULL, name text NOT NULL,
+    category text NOT NULL, quantity integer NOT NULL, amount numeric NOT NULL
+) ON COMMIT DROP;
+"""
+SALE_COLUMNS = (
+    "ord, first_of_key, store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, "
+    "rules_id, earn_base, points, fingerprint, available_at, expires_at, detail"
+)
+
+INSERT_PURCHASES = """
+WITH inserted AS (
+    INSERT INTO rewards_purchase
+        (store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, recorded_at,
+         recorded_by_id, recorded_via, rules_id, earn_base, points_earned, claimed_at, fingerprint)
+    SELECT store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, %(now)s,
+           %(by)s, %(via)s, rules_id, earn_base, points, NULL, fingerprint
+    FROM bulk_sale WHERE first_of_key
+    -- One order for every writer, so overlapping batches never wait on each other in a cycle.
+    ORDER BY store_id, receipt_number
+    ON CONFLICT (store_id, receipt_number) DO NOTHING
+    RETURNING id, store_id, receipt_number
+)
+UPDATE bulk_sale s SET purchase_id = i.id, created = true
+FROM inserted i
+WHERE s.first_of_key AND s.store_id = i.store_id AND s.receipt_number = i.receipt_number
+"""
+
+MATCH_REPLAYS = """
+UPDATE bulk_sale s SET purchase_id = p.id, conflict = p.fingerprint <> s.fingerprint
+FROM rewards_purchase p
+WHERE NOT s.created AND p.store_id = s.store_id AND p.receipt_number = s.receipt_number
+"""
+
+INSERT_LINES = """
+INSERT INTO rewards_purchaseline (purchase_id, line_number, sku, name, category, quantity, amount)
+SELECT s.purchase_id, l.line_number, l.sku, l.name, l.category, l.quantity, l.amount
+FROM bulk_line l JOIN bulk_sale s ON s.ord = l.ord
+WHERE s.created
+"""
+
+CREATE_ACCOUNTS = """
+WITH earners AS (SELECT DISTINCT member_id FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0)
+INSERT INTO rewards_pointsaccount (member_id, available, pending, owed, lifetime_earned, lifetime_spent, updated_at)
+SELECT member_id, 0, 0, 0, 0, 0, %(now)s FROM earners ORDER BY member_id
+ON CONFLICT DO NOTHING
+"""
+
+LOCK_ACCOUNTS = """
+SELECT member_id, owed FROM rewards_pointsaccount
+WHERE member_id IN (SELECT member_id FROM bulk_sale WHERE created AND points > 0)
+ORDER BY member_id FOR UPDATE
+"""
+
+INSERT_EARNINGS = """
+WITH lots AS (
+    INSERT INTO rewards_pointslot (account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
+    SELECT member_id, points, points,
+           -- Points of a member who owes go through the release job, which repays the debt first.
+           CASE WHEN available_at > %(now)s OR member_id = ANY(%(owing)s) THEN 'pending' ELSE 'available' END,
+           available_at, expires_at, purchase_id, occurred_at
+    FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0
+    RETURNING id, account_id, purchase_id, points, status
+), entries AS (
+    INSERT INTO rewards_ledgerentry
+        (account_id, kind, points, occurred_at, created_at, purchase_id, lot_id, actor_id,
+         source_ref, reason, detail, owed_points)
+    SELECT l.account_id, 'earn', l.points, s.occurred_at, %(now)s, l.purchase_id, l.id, %(by)s, '', '', s.detail, 0
+    FROM lots l JOIN bulk_sale s ON s.purchase_id = l.purchase_id AND s.created
+), sums AS (
+    SELECT account_id,
+           COALESCE(SUM(points) FILTER (WHERE status = 'pending'), 0) AS pending,
+           COALESCE(SUM(points) FILTER (WHERE status = 'available'), 0) AS available,
+           SUM(points) AS earned
+    FROM lots GROUP BY account_id
+)
+UPDATE rewards_pointsaccount a
+SET pending = a.pending + s.pending, available = a.available + s.available,
+    lifetime_earned = a.lifetime_earned + s.earned, updated_at = %(now)s
+FROM sums s WHERE a.member_id = s.account_id
+"""
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What became of one sale of a batch, in the order given."""
+
+    purchase_id: int
+    created: bool
+    conflict: bool
+
+
+def _rules_by_moment() -> "tuple[list[dt.datetime], list[ProgrammeRules]]":
+    versions = list(ProgrammeRules.objects.select_related("programme").order_by("effective_from"))
+    if not versions:
+        raise services.ProgrammeNotConfigured("The loyalty programme has no rules yet.")
+    return [v.effective_from for v in versions], versions
+
+
+def _sale_rows(sales: Sequence[PurchaseInput], now: dt.datetime, by: User | None, via: str) -> list[tuple[object, ...]]:
+    starts, versions = _rules_by_moment()
+    seen: set[tuple[int, str]] = set()
+    rows = []
+    for ord_, sale in enumerate(sales):
+        occurred_at = sale.occurred_at or now
+        # The rules in force when it happened; before the first version, the first.
+        rules = versions[max(bisect.bisect_right(starts, occurred_at) - 1, 0)]
+        purchase = services.unsaved_purchase(sale, rules=rules, now=now, by=by, via=via)
+        available_at, expires_at = rules.lot_dates(occurred_at, return_window=True)
+        key = (sale.store.pk, sale.receipt_number)
+        rows.append(
+            (
+                ord_,
+                key not in seen,
+                sale.store.pk,
+                sale.receipt_number,
+                sale.member.pk if sale.member else None,
+                sale.channel,
+                sale.gross,
+                sale.discount,
+                sale.tax,
+                sale.net,
+                occurred_at,
+                rules.pk,
+                purchase.earn_base,
+                purchase.points_earned,
+                purchase.fingerprint,
+                available_at,
+                expires_at,
+                json.dumps(services.earn_detail(purchase)),
+            )
+        )
+        seen.add(key)
+    return rows
+
+
+@transaction.atomic
+def purchases_record_bulk(
+    sales: Sequence[PurchaseInput], *, by: User | None = None, via: str = "", fire_hooks: bool = True
+) -> list[BulkOutcome]:
+    """Record many validated sales at once, each idempotent on its store and receipt number.
+
+    A sale whose receipt was recorded before with other details is left alone and reported
+    as a conflict. Imports of history pass `fire_hooks=False`: old sales trigger no referral
+    or campaign rewards.
+    """
+    if not sales:
+        return []
+    now = timezone.now()
+    params = {"now": now, "by": by.pk if by else None, "via": via}
+    rows = _sale_rows(sales, now, by, via)
+    with connection.cursor() as cursor:
+        cursor.execute(STAGING)
+        with cursor.copy(f"COPY bulk_sale ({SALE_COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        with cursor.copy("COPY bulk_line (ord, line_number, sku, name, category, quantity, amount) FROM STDIN") as copy:
+            for ord_, sale in enumerate(sales):
+                for number, line in enumerate(sale.lines, start=1):
+                    copy.write_row((ord_, number, line.sku, line.name, line.category.strip(), line.quantity, line.amount))
+        cursor.execute(INSERT_PURCHASES, params)
+        cursor.execute(MATCH_REPLAYS)
+        cursor.execute(INSERT_LINES)
+        cursor.execute(CREATE_ACCOUNTS, params)
+        cursor.execute(LOCK_ACCOUNTS)
+        owing = [member_id for member_id, owed in cursor.fetchall() if owed]
+        cursor.execute(INSERT_EARNINGS, {**params, "owing": owing})
+        if owing:
+            cursor.execute(services.RELEASE_SQL, {"now": now, "ids": owing})
+        cursor.execute("SELECT purchase_id, created, conflict FROM bulk_sale ORDER BY ord")
+        outcomes = [BulkOutcome(purchase_id=p, created=c, conflict=x) for p, c, x in cursor.fetchall()]
+    if fire_hooks:
+        _fire_hooks([o.purchase_id for o in outcomes if o.created])
+    return outcomes
+
+
+def _fire_hooks(purchase_ids: list[int]) -> None:
+    purchases = Purchase.objects.filter(pk__in=purchase_ids).select_related("member", "store", "rules__programme")
+    entries = {e.purchase_id: e for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN)}
+    for purchase in purchases.order_by("pk"):
+        hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entries.get(purchase.pk)))

@@ -1,0 +1,134 @@
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from members.tests.factories import MemberFactory, StoreFactory
+from rewards import bulk, hooks, services
+from rewards.models import LedgerEntry, PointsLot, Purchase, PurchaseLine
+from rewards.selectors import ledger_drift
+from rewards.services import LineInput
+from rewards.tests.factories import programme_create
+
+pytestmark = pytest.mark.django_db
+
+
+def sale(store, receipt, amount="10", member=None, **kwargs):
+    return services.purchase_input(store=store, receipt_number=receipt, amount=amount, member=member, **kwargs)
+
+
+def test_a_batch_earns_exactly_what_single_purchases_earn(store, member):
+    programme_create(pending_days=14, excluded_categories=["gift-cards"])
+    other_store = StoreFactory()
+    long_ago = timezone.now() - dt.timedelta(days=30)
+    lines = (LineInput(amount=Decimal("30"), category="coffee"), LineInput(amount=Decimal("12.50"), category="gift-cards"))
+
+    outcome = bulk.purchases_record_bulk([sale(store, "B-1", "42.50", member, lines=lines, occurred_at=long_ago)])
+    single = services.purchase_record(
+        store=other_store, receipt_number="B-1", amount="42.50", member=member, lines=lines, occurred_at=long_ago
+    )
+
+    batch_entry = LedgerEntry.objects.get(purchase_id=outcome[0].purchase_id)
+    assert outcome == [bulk.BulkOutcome(purchase_id=batch_entry.purchase_id, created=True, conflict=False)]
+    assert batch_entry.points == single.entry.points == 30
+    assert batch_entry.explanation == single.entry.explanation
+    assert (batch_entry.lot.available_at, batch_entry.lot.expires_at, batch_entry.lot.status) == (
+        single.entry.lot.available_at,
+        single.entry.lot.expires_at,
+        single.entry.lot.status,
+    )
+    assert PurchaseLine.objects.filter(purchase_id=batch_entry.purchase_id).count() == 2
+    assert ledger_drift() == []
+
+
+def test_replays_and_conflicts_within_and_across_batches(rules, store, member):
+    services.purchase_record(store=store, receipt_number="OLD", amount="10", member=member)
+    outcomes = bulk.purchases_record_bulk(
+        [
+            sale(store, "N-1", "10", member),
+            sale(store, "N-1", "10", member),  # the same sale twice in one batch
+            sale(store, "N-1", "99", member),  # the same receipt with another amount
+            sale(store, "OLD", "10", member),  # sent before, alone
+            sale(store, "OLD", "11", member),
+            sale(store, "ANON", "20"),
+        ]
+    )
+    assert [(o.created, o.conflict) for o in outcomes] == [
+        (True, False),
+        (False, False),
+        (False, True),
+        (False, False),
+        (False, True),
+        (True, False),
+    ]
+    assert outcomes[0].purchase_id == outcomes[1].purchase_id == outcomes[2].purchase_id
+    again = bulk.purchases_record_bulk([sale(store, "N-1", "10", member), sale(store, "ANON", "20")])
+    assert [o.created for o in again] == [False, False]
+    assert Purchase.objects.count() == 3
+    member.points.refresh_from_db()
+    assert member.points.available == 20
+    assert ledger_drift() == []
+
+
+def test_points_from_a_batch_repay_what_a_member_owes(rules, store, member):
+    first = services.purchase_record(store=store, receipt_number="R-1", amount="50", member=member).purchase
+    services.points_spend(member=member, points=50, reason="Free lunch")
+    services.purchase_return(purchase=first, return_number="X-1", amount="50")
+
+    bulk.purchases_record_bulk([sale(store, "B-1", "80", member)])
+
+    member.points.refresh_from_db()
+    assert (member.points.available, member.points.pending, member.points.owed) == (30, 0, 0)
+    assert ledger_drift() == []
+
+
+def test_hooks_fire_once_per_new_purchase_unless_asked_not_to(rules, store, member):
+    seen: list[hooks.PurchaseRecorded] = []
+    hooks.on_purchase_recorded(seen.append)
+    try:
+        bulk.purchases_record_bulk([sale(store, "B-1", "10", member), sale(store, "B-1", "10", member)])
+        bulk.purchases_record_bulk([sale(store, "B-2", "10", member)], fire_hooks=False)
+    finally:
+        hooks.unregister(seen.append)
+    assert [event.purchase.receipt_number for event in seen] == ["B-1"]
+    assert seen[0].entry.points == 10
+
+
+def test_old_sales_end_up_expired_after_the_clock_runs(rules, store, member):
+    bulk.purchases_record_bulk([sale(store, "OLD", "10", member, occurred_at=timezone.now() - dt.timedelta(days=500))])
+    services.points_expire_due()
+    assert PointsLot.objects.get().status == "expired"
+    assert LedgerEntry.objects.filter(kind="expire").count() == 1
+    assert ledger_drift() == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_duplicate(rules, store):
+    members = [MemberFactory() for _ in range(5)]
+    forward = [sale(store, f"R-{i}", "10", members[i % 5]) for i in range(40)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def run(batch: list) -> None:
+        try:
+            barrier.wait()
+            bulk.purchases_record_bulk(batch)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(batch,)) for batch in (forward, forward[::-1], forward[::2], forward[1::2])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert Purchase.objects.count() == 40
+    assert LedgerEntry.objects.filter(kind="earn").count() == 40
+    assert ledger_drift() == []
