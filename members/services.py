@@ -204,3 +204,31 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     return key
+
+
+def _free_member_numbers(count: int) -> list[str]:
+    """Draw member numbers that no member has yet (random, so a batch needs a check)."""
+    numbers: set[str] = set()
+    while len(numbers) < count:
+        candidates = {member_number_new() for _ in range(count - len(numbers))} - numbers
+        numbers |= candidates - set(Member.objects.filter(member_number__in=candidates).values_list("member_number", flat=True))
+    return list(numbers)
+
+
+@transaction.atomic
+def members_enrol_bulk(*, people: list[dict[str, object]], channel: str, store: Store | None = None) -> list[Member]:
+    """Enrol many members, already validated and free of duplicates, in one INSERT."""
+    numbers = _free_member_numbers(len(people))
+    now = timezone.now()
+    members = [
+        Member(
+            member_number=number,
+            enrolment_channel=channel,
+            enrolled_store=store,
+            preferred_store=store,
+            enrolled_at=now,
+            **person,
+        )
+        for number, person in zip(numbers, people, strict=True)
+    ]
+    return Member.objects.bulk_create(members, batch_size=2000)

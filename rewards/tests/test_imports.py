@@ -1,0 +1,172 @@
+import datetime as dt
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from members.models import Member
+from rewards.models import LedgerEntry, Purchase
+from rewards.selectors import ledger_drift
+
+pytestmark = pytest.mark.django_db
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "purchases.csv"
+    path.write_text(text.strip() + "\n", encoding="utf-8")
+    return path
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_purchases", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def known(db):
+    from members import services
+
+    return services.member_enrol(channel="counter", phone="13800138000", email="mei@example.com", external_ref="OLD-1")
+
+
+def test_a_good_file_imports_and_a_rerun_changes_nothing(rules, store, known, tmp_path):
+    recent = (timezone.localdate() - dt.timedelta(days=3)).strftime("%Y%m%d")
+    path = write_csv(
+        tmp_path,
+        f"""
+member_ref,occurred_at,amount,receipt_number,category
+OLD-1,{recent},42.50,,coffee
+{known.member_number},{recent},10,,coffee
+mei@example.com,2026-01-05T09:30:00+08:00,5,R-7,
+138 0013 8000,{recent},7.5,,
+""",
+    )
+    out, _err = run(str(path), "--store", store.code)
+    assert "4 purchases recorded" in out
+    known.points.refresh_from_db()
+    assert known.points.lifetime_earned == 42 + 10 + 5 + 7
+    assert set(Purchase.objects.values_list("channel", flat=True)) == {"import"}
+
+    out, _err = run(str(path), "--store", store.code)
+    assert "0 purchases recorded, 4 already there" in out
+    assert Purchase.objects.count() == 4
+    assert ledger_drift() == []
+
+
+def test_two_identical_rows_are_two_sales(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,20260301,22\nOLD-1,20260301,22\n")
+    run(str(path), "--store", store.code)
+    run(str(path), "--store", store.code)
+    assert Purchase.objects.count() == 2
+
+
+def test_bad_rows_are_reported_by_line_and_nothing_is_written(rules, store, known, tmp_path):
+    path = write_csv(
+        tmp_path,
+        """
+member_ref,occurred_at,amount
+OLD-1,2026-03-01,10
+nobody,2026-03-01,10
+OLD-1,yesterday,10
+OLD-1,2026-03-01,-4
+OLD-1,2026-03-01,ten
+""",
+    )
+    with pytest.raises(CommandError, match="4 invalid"):
+        run(str(path), "--store", store.code)
+    assert not Purchase.objects.exists()
+    assert not LedgerEntry.objects.exists()
+
+
+def test_the_error_report_names_each_line(rules, store, known, tmp_path, capsys):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,2026-03-01,10\nnobody,2026-03-01,10\nOLD-1,2999-01-01,1\n")
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_purchases", str(path), "--store", store.code, stderr=err, stdout=io.StringIO())
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("line 3:") and "nobody" in lines[0]
+    assert lines[1].startswith("line 4:") and "future" in lines[1]
+
+
+def test_skip_invalid_imports_the_good_rows(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,2026-03-01,10\nnobody,2026-03-01,10\n")
+    out, err = run(str(path), "--store", store.code, "--skip-invalid")
+    assert "1 purchases recorded" in out
+    assert "line 3" in err
+    assert Purchase.objects.count() == 1
+
+
+def test_dry_run_writes_nothing(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,2026-03-01,10\n13900000001,2026-03-01,10\n")
+    out, _err = run(str(path), "--store", store.code, "--dry-run", "--create-members")
+    assert "Dry run" in out
+    assert not Purchase.objects.exists()
+    assert Member.objects.count() == 1
+
+
+def test_unknown_phones_become_members_when_asked(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\n139 0000 0001,2026-03-01,10\nnew@example.com,2026-03-01,5\n")
+    out, _err = run(str(path), "--store", store.code, "--create-members")
+    assert "2 members created" in out
+    assert Member.objects.filter(phone="+8613900000001", enrolment_channel="import").exists()
+    assert Member.objects.filter(email="new@example.com").exists()
+
+
+def test_very_old_purchases_end_up_expired_with_their_entries(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,20200105,10\n")
+    run(str(path), "--store", store.code)
+    known.points.refresh_from_db()
+    assert (known.points.available, known.points.lifetime_earned) == (0, 10)
+    entry = LedgerEntry.objects.get(kind="expire")
+    assert entry.points == -10
+    assert ledger_drift() == []
+
+
+def test_store_column_and_unknown_store(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, f"member_ref,occurred_at,amount,store\nOLD-1,20260301,10,{store.code}\nOLD-1,20260301,10,nope\n")
+    with pytest.raises(CommandError):
+        run(str(path))
+    assert not Purchase.objects.exists()
+
+
+def test_an_xlsx_file_with_real_dates(rules, store, known, tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["member_ref", "occurred_at", "amount", "category"])
+    sheet.append(["OLD-1", dt.datetime(2026, 3, 1, 9, 30), 42.5, "coffee"])
+    sheet.append([13800138000, dt.date(2026, 3, 2), 10, None])
+    path = tmp_path / "purchases.xlsx"
+    book.save(path)
+    out, _err = run(str(path), "--store", store.code)
+    assert "2 purchases recorded" in out
+    assert sorted(Purchase.objects.values_list("gross", flat=True)) == [10, 42.5]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("amount,occurred_at\n1,2026-01-01\n", "Missing columns: member_ref"), ("\xff\xfe", "UTF-8")],
+)
+def test_an_unreadable_file_is_a_clear_error(rules, store, tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(CommandError, match=message):
+        run(str(path), "--store", store.code)
+
+
+def test_dates_in_each_accepted_format(rules, store, known, tmp_path):
+    path = write_csv(
+        tmp_path,
+        "member_ref,occurred_at,amount\nOLD-1,20260301,1\nOLD-1,2026-03-02,1\nOLD-1,2026-03-03T10:15,1\nOLD-1,2026-03-04 10:15:30,1\n"
+        "OLD-1,2026-03-05T10:15:00+09:00,1\n",
+    )
+    run(str(path), "--store", store.code)
+    local = sorted(
+        p.astimezone(rules.programme.tz).strftime("%m-%d %H:%M") for p in Purchase.objects.values_list("occurred_at", flat=True)
+    )
+    assert local == ["03-01 00:00", "03-02 00:00", "03-03 10:15", "03-04 10:15", "03-05 09:15"]
