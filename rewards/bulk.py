@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from members.models import User
@@ -32,6 +33,15 @@ CREATE TEMP TABLE bulk_sale (
 CREATE TEMP TABLE bulk_line (
     ord integer NOT NULL, line_number integer NOT NULL, sku text NOT NULL, name text NOT NULL,
     category text NOT NULL, quantity integer NOT NULL, amount numeric NOT NULL
+) ON COMMIT DROP;
+"""
+
+CREDIT_STAGING = """
+DROP TABLE IF EXISTS pg_temp.bulk_credit;
+CREATE TEMP TABLE bulk_credit (
+    member_id bigint NOT NULL, kind text NOT NULL, points bigint NOT NULL CHECK (points > 0),
+    earned_at timestamptz NOT NULL, available_at timestamptz NOT NULL, expires_at timestamptz,
+    purchase_id bigint, detail jsonb NOT NULL, idempotency_key text, lot_id bigint
 ) ON COMMIT DROP;
 """
 SALE_COLUMNS = (
@@ -70,34 +80,41 @@ FROM bulk_line l JOIN bulk_sale s ON s.ord = l.ord
 WHERE s.created
 """
 
+CREDIT_PURCHASES = """
+INSERT INTO bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, purchase_id, detail)
+SELECT member_id, 'earn', points, occurred_at, available_at, expires_at, purchase_id, detail
+FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0
+"""
+
 CREATE_ACCOUNTS = """
-WITH earners AS (SELECT DISTINCT member_id FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0)
 INSERT INTO rewards_pointsaccount (member_id, available, pending, owed, lifetime_earned, lifetime_spent, updated_at)
-SELECT member_id, 0, 0, 0, 0, 0, %(now)s FROM earners ORDER BY member_id
+SELECT DISTINCT member_id, 0, 0, 0, 0, 0, %(now)s::timestamptz FROM bulk_credit ORDER BY member_id
 ON CONFLICT DO NOTHING
 """
 
 LOCK_ACCOUNTS = """
 SELECT member_id, owed FROM rewards_pointsaccount
-WHERE member_id IN (SELECT member_id FROM bulk_sale WHERE created AND points > 0)
+WHERE member_id IN (SELECT member_id FROM bulk_credit)
 ORDER BY member_id FOR UPDATE
 """
 
-INSERT_EARNINGS = """
+# Lot ids are drawn first so each entry can name its lot without relying on RETURNING order.
+APPLY_CREDITS = """
+UPDATE bulk_credit SET lot_id = nextval(pg_get_serial_sequence('rewards_pointslot', 'id'));
 WITH lots AS (
-    INSERT INTO rewards_pointslot (account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
-    SELECT member_id, points, points,
+    INSERT INTO rewards_pointslot (id, account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
+    SELECT lot_id, member_id, points, points,
            -- Points of a member who owes go through the release job, which repays the debt first.
            CASE WHEN available_at > %(now)s OR member_id = ANY(%(owing)s) THEN 'pending' ELSE 'available' END,
-           available_at, expires_at, purchase_id, occurred_at
-    FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0
-    RETURNING id, account_id, purchase_id, points, status
+           available_at, expires_at, purchase_id, earned_at
+    FROM bulk_credit
+    RETURNING account_id, points, status
 ), entries AS (
     INSERT INTO rewards_ledgerentry
         (account_id, kind, points, occurred_at, created_at, purchase_id, lot_id, actor_id,
-         source_ref, reason, detail, owed_points)
-    SELECT l.account_id, 'earn', l.points, s.occurred_at, %(now)s, l.purchase_id, l.id, %(by)s, '', '', s.detail, 0
-    FROM lots l JOIN bulk_sale s ON s.purchase_id = l.purchase_id AND s.created
+         source_ref, reason, detail, owed_points, idempotency_key)
+    SELECT member_id, kind, points, earned_at, %(now)s, purchase_id, lot_id, %(by)s, '', '', detail, 0, idempotency_key
+    FROM bulk_credit
 ), sums AS (
     SELECT account_id,
            COALESCE(SUM(points) FILTER (WHERE status = 'pending'), 0) AS pending,
@@ -110,6 +127,16 @@ SET pending = a.pending + s.pending, available = a.available + s.available,
     lifetime_earned = a.lifetime_earned + s.earned, updated_at = %(now)s
 FROM sums s WHERE a.member_id = s.account_id
 """
+
+
+def _apply_credits(cursor: CursorWrapper, *, now: dt.datetime, by: User | None) -> None:
+    """Turn the rows of `bulk_credit` into lots, explained entries and balances, as `_credit` does."""
+    cursor.execute(CREATE_ACCOUNTS, {"now": now})
+    cursor.execute(LOCK_ACCOUNTS)
+    owing = [member_id for member_id, owed in cursor.fetchall() if owed]
+    cursor.execute(APPLY_CREDITS, {"now": now, "by": by.pk if by else None, "owing": owing})
+    if owing:
+        cursor.execute(services.RELEASE_SQL, {"now": now, "ids": owing})
 
 
 @dataclass(frozen=True)
@@ -192,12 +219,9 @@ def purchases_record_bulk(
         cursor.execute(INSERT_PURCHASES, params)
         cursor.execute(MATCH_REPLAYS)
         cursor.execute(INSERT_LINES)
-        cursor.execute(CREATE_ACCOUNTS, params)
-        cursor.execute(LOCK_ACCOUNTS)
-        owing = [member_id for member_id, owed in cursor.fetchall() if owed]
-        cursor.execute(INSERT_EARNINGS, {**params, "owing": owing})
-        if owing:
-            cursor.execute(services.RELEASE_SQL, {"now": now, "ids": owing})
+        cursor.execute(CREDIT_STAGING)
+        cursor.execute(CREDIT_PURCHASES)
+        _apply_credits(cursor, now=now, by=by)
         cursor.execute("SELECT purchase_id, created, conflict FROM bulk_sale ORDER BY ord")
         outcomes = [BulkOutcome(purchase_id=p, created=c, conflict=x) for p, c, x in cursor.fetchall()]
     if fire_hooks:
@@ -210,3 +234,46 @@ def _fire_hooks(purchase_ids: list[int]) -> None:
     entries = {e.purchase_id: e for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN)}
     for purchase in purchases.order_by("pk"):
         hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entries.get(purchase.pk)))
+
+
+@dataclass(frozen=True)
+class OpeningBalance:
+    member_id: int
+    points: int
+    earned_at: dt.datetime
+
+
+@transaction.atomic
+def opening_balances_grant(balances: Sequence[OpeningBalance]) -> int:
+    """Bring members' balances over from a previous system, once per member; return the points granted."""
+    if not balances:
+        return 0
+    now = timezone.now()
+    starts, versions = _rules_by_moment()
+    with connection.cursor() as cursor:
+        cursor.execute(CREDIT_STAGING)
+        with cursor.copy(
+            "COPY bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, detail, idempotency_key) FROM STDIN"
+        ) as copy:
+            for balance in balances:
+                rules = versions[max(bisect.bisect_right(starts, balance.earned_at) - 1, 0)]
+                available_at, expires_at = rules.lot_dates(balance.earned_at, return_window=False)
+                earned_on = balance.earned_at.astimezone(rules.programme.tz).date().isoformat()
+                key = f"opening:{balance.member_id}"
+                copy.write_row(
+                    (
+                        balance.member_id,
+                        "opening",
+                        balance.points,
+                        balance.earned_at,
+                        available_at,
+                        expires_at,
+                        json.dumps({"earned_on": earned_on}),
+                        key,
+                    )
+                )
+        cursor.execute("DELETE FROM bulk_credit c USING rewards_ledgerentry e WHERE e.idempotency_key = c.idempotency_key")
+        cursor.execute("SELECT COALESCE(SUM(points), 0) FROM bulk_credit")
+        (granted,) = cursor.fetchone()
+        _apply_credits(cursor, now=now, by=None)
+    return granted

@@ -74,6 +74,8 @@ def explain(entry: "LedgerEntry") -> str:
         return _clawback(entry, d)
     if entry.kind == kind.EXPIRE and "earned_on" in d:
         return _expire(entry, d)
+    if entry.kind == kind.OPENING and "earned_on" in d:
+        return _("Opening balance brought over from your previous card, earned on %(earned_on)s") % {"earned_on": d["earned_on"]}
     if entry.kind == kind.ADJUSTMENT:
         return _("Adjusted by our staff: %(reason)s") % {"reason": entry.reason}
     return entry.reason or str(entry.get_kind_display())

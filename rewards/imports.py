@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import IO
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q, Sum
 from django.db.models.functions import Lower
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from members import services as member_services
@@ -281,3 +283,113 @@ def _create_missing_members(refs: set[str], members: dict[str, Member], dry_run:
         created = member_services.members_enrol_bulk(people=list(people.values()), channel=Member.Channel.IMPORT)
         members.update(zip(people, created, strict=True))
     return len(people)
+
+
+# --- members -----------------------------------------------------------------------------
+
+MEMBER_FIELDS = ("external_ref", "phone", "email", "name", "birthday")
+
+
+def _member_row(row: dict[str, str], tz: zoneinfo.ZoneInfo) -> tuple[dict[str, object], int, dt.datetime | None]:
+    person: dict[str, object] = {}
+    if row.get("phone"):
+        person["phone"] = member_services.phone_normalise(row["phone"])
+    if row.get("email"):
+        person["email"] = member_services.email_normalise(row["email"])
+    for name in ("external_ref", "name"):
+        if row.get(name):
+            person[name] = row[name][:150]
+    if row.get("birthday"):
+        person["birthday"] = parse_moment(row["birthday"], tz).date()
+    points = int(row.get("opening_points") or 0)
+    if points < 0:
+        raise ValueError(_("opening_points cannot be negative."))
+    earned_on = parse_moment(row["opening_points_earned_on"], tz) if row.get("opening_points_earned_on") else None
+    return person, points, earned_on
+
+
+def import_members(
+    rows: Iterable[tuple[int, dict[str, str]]], header: list[str], *, dry_run: bool = False, skip_invalid: bool = False
+) -> ImportReport:
+    """Create or update members (matched by external ref, phone or e-mail) with opening balances."""
+    if not {"phone", "email", "external_ref"} & set(header):
+        raise ImportFileError(_("Missing columns: at least one of external_ref, phone, email"))
+    report = ImportReport()
+    tz = services.programme_get().tz
+    parsed: list[tuple[int, dict[str, object], int, dt.datetime | None]] = []
+    in_file: dict[tuple[str, object], int] = {}
+    for line, row in rows:
+        report.rows += 1
+        try:
+            person, points, earned_on = _member_row(row, tz)
+            for key in ("external_ref", "phone", "email"):
+                if key in person and (key, person[key]) in in_file:
+                    raise ValueError(
+                        _("%(field)s is also on line %(line)s.") % {"field": key, "line": in_file[(key, person[key])]}
+                    )
+            in_file.update({(key, person[key]): line for key in ("external_ref", "phone", "email") if key in person})
+            parsed.append((line, person, points, earned_on))
+        except ValidationError as error:
+            report.errors.append(RowError(line, _messages(error)))
+        except ValueError as error:
+            report.errors.append(RowError(line, str(error)))
+    existing = _existing_members(parsed)
+    creates: list[tuple[int, dict[str, object], int, dt.datetime | None]] = []
+    updates: list[tuple[Member, dict[str, object], int, dt.datetime | None]] = []
+    for line, person, points, earned_on in parsed:
+        keys = [(key, person[key]) for key in ("external_ref", "phone", "email") if key in person]
+        matches = {existing[key] for key in keys if key in existing}
+        if len(matches) > 1:
+            numbers = ", ".join(sorted(m.member_number for m in matches))
+            report.errors.append(RowError(line, _("The row matches several members: %(numbers)s.") % {"numbers": numbers}))
+        elif matches:
+            updates.append((matches.pop(), person, points, earned_on))
+        elif "phone" not in person and "email" not in person:
+            report.errors.append(RowError(line, _("A new member needs a phone number or an e-mail address.")))
+        else:
+            creates.append((line, person, points, earned_on))
+    report.errors.sort(key=lambda e: e.line)
+    report.members_created, report.members_updated = len(creates), len(updates)
+    if dry_run or (report.errors and not skip_invalid):
+        return report
+    _write_members(creates, updates, report)
+    report.written = True
+    return report
+
+
+def _existing_members(parsed: list[tuple[int, dict[str, object], int, dt.datetime | None]]) -> dict[tuple[str, object], Member]:
+    values = {key: {p[key] for _l, p, _pt, _e in parsed if key in p} for key in ("external_ref", "phone", "email")}
+    found: dict[tuple[str, object], Member] = {}
+    query = Q(external_ref__in=values["external_ref"]) | Q(phone__in=values["phone"]) | Q(email__in=values["email"])
+    for member in Member.objects.filter(query):
+        for key in ("external_ref", "phone", "email"):
+            value = str(getattr(member, key)) if key == "phone" and member.phone else getattr(member, key)
+            if value and value in values[key]:
+                found[(key, value)] = member
+    return found
+
+
+@transaction.atomic
+def _write_members(
+    creates: list[tuple[int, dict[str, object], int, dt.datetime | None]],
+    updates: list[tuple[Member, dict[str, object], int, dt.datetime | None]],
+    report: ImportReport,
+) -> None:
+    created = member_services.members_enrol_bulk(people=[person for _l, person, _p, _e in creates], channel=Member.Channel.IMPORT)
+    changed = []
+    for member, person, _points, _earned in updates:
+        for key, value in person.items():
+            setattr(member, key, value)
+        changed.append(member)
+    Member.objects.bulk_update(changed, list(MEMBER_FIELDS), batch_size=2000)
+    now = timezone.now()
+    targets = [(member, points, earned) for member, (_l, _p, points, earned) in zip(created, creates, strict=True)]
+    targets += [(member, points, earned) for member, _p, points, earned in updates]
+    report.points_awarded = bulk.opening_balances_grant(
+        [
+            bulk.OpeningBalance(member_id=m.pk, points=points, earned_at=earned or now)
+            for m, points, earned in targets
+            if points > 0
+        ]
+    )
+    services.points_expire_due()

@@ -446,6 +446,7 @@ class PointsLot(models.Model):
 
 class EntryKind(models.TextChoices):
     EARN = "earn", _("Earned")
+    OPENING = "opening", _("Opening balance")
     BONUS = "bonus", _("Bonus")
     REFERRAL = "referral", _("Referral reward")
     ADJUSTMENT = "adjustment", _("Adjustment")
@@ -485,7 +486,8 @@ class LedgerEntry(models.Model):
             models.CheckConstraint(condition=~Q(points=0), name="entry_points_not_zero"),
             models.CheckConstraint(condition=Q(kind__in=EntryKind.values), name="entry_kind_valid"),
             models.CheckConstraint(
-                condition=~Q(kind__in=["earn", "bonus", "referral", "reversal"]) | Q(points__gt=0), name="entry_credit_positive"
+                condition=~Q(kind__in=["earn", "opening", "bonus", "referral", "reversal"]) | Q(points__gt=0),
+                name="entry_credit_positive",
             ),
             models.CheckConstraint(
                 condition=~Q(kind__in=["spend", "clawback", "expire"]) | Q(points__lt=0), name="entry_debit_negative"

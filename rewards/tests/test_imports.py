@@ -88,8 +88,10 @@ def test_the_error_report_names_each_line(rules, store, known, tmp_path, capsys)
     with pytest.raises(CommandError):
         call_command("import_purchases", str(path), "--store", store.code, stderr=err, stdout=io.StringIO())
     lines = err.getvalue().splitlines()
-    assert lines[0].startswith("line 3:") and "nobody" in lines[0]
-    assert lines[1].startswith("line 4:") and "future" in lines[1]
+    assert lines[0].startswith("line 3:")
+    assert "nobody" in lines[0]
+    assert lines[1].startswith("line 4:")
+    assert "future" in lines[1]
 
 
 def test_skip_invalid_imports_the_good_rows(rules, store, known, tmp_path):
@@ -162,8 +164,8 @@ def test_an_unreadable_file_is_a_clear_error(rules, store, tmp_path, content, me
 def test_dates_in_each_accepted_format(rules, store, known, tmp_path):
     path = write_csv(
         tmp_path,
-        "member_ref,occurred_at,amount\nOLD-1,20260301,1\nOLD-1,2026-03-02,1\nOLD-1,2026-03-03T10:15,1\nOLD-1,2026-03-04 10:15:30,1\n"
-        "OLD-1,2026-03-05T10:15:00+09:00,1\n",
+        "member_ref,occurred_at,amount\nOLD-1,20260301,1\nOLD-1,2026-03-02,1\nOLD-1,2026-03-03T10:15,1\n"
+        "OLD-1,2026-03-04 10:15:30,1\nOLD-1,2026-03-05T10:15:00+09:00,1\n",
     )
     run(str(path), "--store", store.code)
     local = sorted(

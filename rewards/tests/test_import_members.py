@@ -1,0 +1,69 @@
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from members import services as member_services
+from members.models import Member
+from rewards.models import LedgerEntry
+from rewards.selectors import ledger_drift
+
+pytestmark = pytest.mark.django_db
+HEADER = "external_ref,phone,email,name,birthday,opening_points,opening_points_earned_on"
+
+
+def run(tmp_path: Path, body: str, *args: str) -> str:
+    path = tmp_path / "members.csv"
+    path.write_text(f"{HEADER}\n{body.strip()}\n", encoding="utf-8")
+    out = io.StringIO()
+    call_command("import_members", str(path), *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def test_members_are_created_with_explained_opening_balances_and_a_rerun_changes_nothing(rules, tmp_path):
+    body = """
+OLD-1,138 0013 8000,Mei@Example.com,王芳,1990-05-01,120,2026-10-01
+OLD-2,,kim@example.com,김민준,,0,
+"""
+    out = run(tmp_path, body)
+    assert "2 members created" in out
+    assert "120 opening points granted" in out
+    mei = Member.objects.get(external_ref="OLD-1")
+    assert (str(mei.phone), mei.email, mei.enrolment_channel) == ("+8613800138000", "mei@example.com", "import")
+    entry = LedgerEntry.objects.get(kind="opening")
+    assert entry.points == 120
+    assert entry.explanation == "Opening balance brought over from your previous card, earned on 2026-10-01"
+    assert entry.lot.expires_at.astimezone(rules.programme.tz).date().isoformat() == "2027-10-02"
+
+    out = run(tmp_path, body)
+    assert "0 members created, 2 updated" in out
+    assert "0 opening points granted" in out
+    assert LedgerEntry.objects.filter(kind="opening").count() == 1
+    assert ledger_drift() == []
+
+
+def test_existing_members_are_updated_not_duplicated(rules, tmp_path):
+    member = member_services.member_enrol(channel="counter", phone="13800138000")
+    run(tmp_path, ",13800138000,mei@example.com,Mei,,0,")
+    member.refresh_from_db()
+    assert (member.email, member.name) == ("mei@example.com", "Mei")
+    assert Member.objects.count() == 1
+
+
+def test_bad_rows_are_reported_by_line_and_nothing_is_written(rules, tmp_path):
+    member_services.member_enrol(channel="counter", phone="13800138000")
+    member_services.member_enrol(channel="counter", email="kim@example.com")
+    body = """
+OLD-1,13900000001,,Good,,10,2026-01-01
+OLD-2,12,,Bad phone,,,
+OLD-3,,,No contact,,,
+OLD-4,13800138000,kim@example.com,Two members,,,
+OLD-5,13900000005,,Negative,,-3,
+OLD-1,13900000006,,Same ref as line 2,,,
+"""
+    with pytest.raises(CommandError, match="5 invalid"):
+        run(tmp_path, body)
+    assert Member.objects.count() == 2
+    assert not LedgerEntry.objects.exists()
