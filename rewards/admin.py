@@ -4,10 +4,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from rewards import services
+from members.models import Store
+from rewards import imports, services
 from rewards.models import (
     LedgerEntry,
     PointsAccount,
@@ -220,6 +222,17 @@ class ReturnInline(ReadOnlyMixin, admin.TabularInline):
     readonly_fields = fields
 
 
+class ImportForm(forms.Form):
+    kind = forms.ChoiceField(label=_("What the file holds"), choices=[("purchases", _("Purchases")), ("members", _("Members"))])
+    file = forms.FileField(label=_("CSV or XLSX file"))
+    store = forms.ModelChoiceField(
+        label=_("Store"), queryset=Store.objects.all(), required=False, help_text=_("For purchase rows without a store column.")
+    )
+    create_members = forms.BooleanField(label=_("Enrol unknown phone numbers and e-mails"), required=False)
+    skip_invalid = forms.BooleanField(label=_("Import the good rows even if some are bad"), required=False)
+    dry_run = forms.BooleanField(label=_("Only check the file"), required=False, initial=True)
+
+
 @admin.register(Purchase)
 class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["receipt_number", "store", "member", "gross", "net", "points_earned", "occurred_at", "channel"]
@@ -228,6 +241,39 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     list_select_related = ["store", "member"]
     inlines = [PurchaseLineInline, ReturnInline]
+    change_list_template = "admin/rewards/purchase/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        return [path("import/", self.admin_site.admin_view(self.import_view), name="rewards_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Import history with the same checks as the command, and show the report."""
+        if not request.user.has_perm("rewards.import_history"):
+            raise PermissionDenied
+        form = ImportForm(request.POST or None, request.FILES or None)
+        report = None
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                header, rows = imports.read_rows(upload.name, upload)
+                if form.cleaned_data["kind"] == "members":
+                    report = imports.import_members(
+                        rows, header, dry_run=form.cleaned_data["dry_run"], skip_invalid=form.cleaned_data["skip_invalid"]
+                    )
+                else:
+                    report = imports.import_purchases(
+                        rows,
+                        header,
+                        store=form.cleaned_data["store"],
+                        create_members=form.cleaned_data["create_members"],
+                        dry_run=form.cleaned_data["dry_run"],
+                        skip_invalid=form.cleaned_data["skip_invalid"],
+                    )
+            except imports.ImportFileError as error:
+                form.add_error("file", str(error))
+        context = {**self.admin_site.each_context(request), "title": _("Import history"), "form": form, "report": report}
+        context["opts"] = self.model._meta
+        return TemplateResponse(request, "admin/rewards/import.html", context)
 
 
 @admin.register(Return)

@@ -309,6 +309,7 @@ class Purchase(models.Model):
         ordering = ["-occurred_at"]
         verbose_name = _("purchase")
         verbose_name_plural = _("purchases")
+        permissions = [("import_history", _("Can import members and purchases from another system"))]
         constraints = [
             models.UniqueConstraint(fields=["store", "receipt_number"], name="purchase_receipt_unique_per_store"),
             models.CheckConstraint(condition=Q(gross__gt=0), name="purchase_gross_positive"),
