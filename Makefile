@@ -44,3 +44,7 @@ messages: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .data staticfiles
+
+## Measure throughput and latency at a chain's scale (see bench/README.md). Not part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -4,6 +4,7 @@ Defaults are safe for production: DEBUG is off and a secret key is required unle
 `LOYALTY_ENV=development` (set by `make run`) or `test` (set by pytest).
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -12,7 +13,7 @@ from csp.constants import NONE, SELF
 from django.utils.translation import gettext_lazy as _
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = BASE_DIR / ".data"
+DATA_DIR = Path(os.environ.get("LOYALTY_DATA_DIR", BASE_DIR / ".data"))
 
 env = environ.Env()
 LOYALTY_ENV = env.str("LOYALTY_ENV", default="production")

@@ -272,7 +272,10 @@ def opening_balances_grant(balances: Sequence[OpeningBalance]) -> int:
                         key,
                     )
                 )
-        cursor.execute("DELETE FROM bulk_credit c USING rewards_ledgerentry e WHERE e.idempotency_key = c.idempotency_key")
+        cursor.execute(
+            "DELETE FROM bulk_credit c USING rewards_ledgerentry e "
+            "WHERE e.account_id = c.member_id AND e.idempotency_key = c.idempotency_key"
+        )
         cursor.execute("SELECT COALESCE(SUM(points), 0) FROM bulk_credit")
         (granted,) = cursor.fetchone()
         _apply_credits(cursor, now=now, by=None)

@@ -477,7 +477,9 @@ class LedgerEntry(models.Model):
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     detail = models.JSONField(default=dict, blank=True, help_text="Figures the explanation is written from.")
     owed_points = models.PositiveBigIntegerField(default=0, help_text="Of a clawback, the points that were already spent.")
-    idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(
+        max_length=100, null=True, blank=True, help_text="The caller's key for a retried request, unique per member."
+    )
 
     class Meta:
         ordering = ["-occurred_at", "-id"]
@@ -496,6 +498,8 @@ class LedgerEntry(models.Model):
             models.UniqueConstraint(fields=["purchase"], condition=Q(kind="earn"), name="entry_one_earn_per_purchase"),
             models.UniqueConstraint(fields=["return_record"], condition=Q(kind="clawback"), name="entry_one_clawback_per_return"),
             models.UniqueConstraint(fields=["lot"], condition=Q(kind="expire"), name="entry_one_expiry_per_lot"),
+            # Retries of one member's request meet under that member's account lock.
+            models.UniqueConstraint(fields=["account", "idempotency_key"], name="entry_idempotency_key_per_account"),
         ]
         indexes = [models.Index(fields=["account", "-occurred_at", "-id"], name="entry_account_recent")]
 

@@ -169,6 +169,16 @@ def _canonical(amount: Decimal) -> str:
     return str(amount.quantize(Decimal("0.01")))
 
 
+def _canonical_or_raw(amount: object) -> str | None:
+    """Write an amount the same way however it was sent ("30", 30, "30.00"), or as given if not one."""
+    if amount is None:
+        return None
+    try:
+        return _canonical(Decimal(str(amount).strip()))
+    except (InvalidOperation, ValueError):
+        return str(amount)
+
+
 def _fingerprint(payload: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -625,7 +635,7 @@ def purchase_return(
     return_number = _receipt(return_number, "return_number", errors)
     if errors:
         raise ValidationError(errors)
-    fingerprint = _fingerprint({"amount": None if amount is None else str(amount), "lines": sorted(lines)})
+    fingerprint = _fingerprint({"amount": _canonical_or_raw(amount), "lines": sorted(lines)})
     original = purchase.returns.filter(return_number=return_number).first()
     if original is not None:
         if original.fingerprint != fingerprint:
@@ -639,6 +649,8 @@ def purchase_return(
         refund, line_records = _return_lines(purchase, lines, errors)
     else:
         refund = _amount(amount, "amount", errors)
+    if lines and not errors and refund <= 0:
+        errors["lines"] = _("The refund for these lines comes to nothing, so there is nothing to return.")
     already = purchase.returns.aggregate(s=Sum("amount"))["s"] or Decimal(0)
     left = purchase.gross - already
     if not errors and refund > left:
@@ -673,11 +685,11 @@ def purchase_return(
 # --- spending and adjustments ----------------------------------------------------------
 
 
-def _replayed(idempotency_key: str | None, account: PointsAccount | None, points: int) -> LedgerEntry | None:
+def _replayed(idempotency_key: str | None, account: PointsAccount, points: int) -> LedgerEntry | None:
     if not idempotency_key:
         return None
-    original = LedgerEntry.objects.filter(idempotency_key=idempotency_key).first()
-    if original is not None and (account is None or original.account_id == account.pk) and original.points == points:
+    original = LedgerEntry.objects.filter(account=account, idempotency_key=idempotency_key).first()
+    if original is not None and original.points == points:
         return original
     if original is not None:
         raise ReplayConflict(_("This request was already made with different details."), field="idempotency_key")

@@ -155,3 +155,24 @@ def test_the_return_hook_runs_once(sale):
     finally:
         hooks.unregister(seen.append)
     assert [event.entry.points for event in seen] == [-10]
+
+
+def test_returning_a_free_line_is_refused_with_a_clear_error(rules, store, member):
+    purchase = services.purchase_record(
+        store=store,
+        receipt_number="R-9",
+        amount="50.00",
+        member=member,
+        lines=[LineInput(amount=Decimal("50.00"), name="mug"), LineInput(amount=Decimal("0.00"), name="free gift")],
+    ).purchase
+    with pytest.raises(ValidationError) as error:
+        services.purchase_return(purchase=purchase, return_number="X-1", lines=[(2, 1)])
+    assert "lines" in error.value.message_dict
+    assert not Return.objects.exists()
+
+
+def test_a_replayed_return_matches_however_the_amount_is_written(sale):
+    first = services.purchase_return(purchase=sale, return_number="X-1", amount="30")
+    again = services.purchase_return(purchase=sale, return_number="X-1", amount=Decimal("30.00"))
+    assert not again.created
+    assert again.return_record == first.return_record

@@ -105,3 +105,14 @@ def test_an_adjustment_needs_points_and_a_reason(rules, member, manager, points,
         services.points_adjust(member=member, points=points, reason=reason, by=manager)
     assert field in error.value.message_dict
     assert not LedgerEntry.objects.exists()
+
+
+def test_the_same_idempotency_key_for_two_members_is_two_requests(rules, store, member):
+    from members.tests.factories import MemberFactory
+
+    other = MemberFactory()
+    earn(store, member, "R-1", "50")
+    earn(store, other, "R-2", "50")
+    first = services.points_spend(member=member, points=10, reason="x", idempotency_key="till-1:7")
+    second = services.points_spend(member=other, points=10, reason="x", idempotency_key="till-1:7")
+    assert first != second
