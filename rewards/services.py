@@ -548,6 +548,10 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
 # --- returns ---------------------------------------------------------------------------
 
 
+def _line_share(line: PurchaseLine, quantity: int) -> Decimal:
+    return (line.amount * quantity / line.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
 def _return_lines(
     purchase: Purchase, lines: Sequence[tuple[int, int]], errors: dict[str, str]
 ) -> tuple[Decimal, list[ReturnLine]]:
@@ -570,7 +574,9 @@ def _return_lines(
         elif quantity > left:
             errors[f"lines[{i}].quantity"] = _("Only %(left)s of this line can still be returned.") % {"left": left}
         else:
-            amount = (line.amount * quantity / line.quantity).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+            # From the running total, so returning a line unit by unit refunds exactly what it cost.
+            before = line.quantity - left
+            amount = _line_share(line, before + quantity) - _line_share(line, before)
             total += amount
             records.append(ReturnLine(purchase_line=line, quantity=quantity, amount=amount))
     if len({n for n, _q in lines}) != len(lines):

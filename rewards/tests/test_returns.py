@@ -176,3 +176,14 @@ def test_a_replayed_return_matches_however_the_amount_is_written(sale):
     again = services.purchase_return(purchase=sale, return_number="X-1", amount=Decimal("30.00"))
     assert not again.created
     assert again.return_record == first.return_record
+
+
+def test_returning_a_line_unit_by_unit_refunds_exactly_what_it_cost(rules, store, member):
+    purchase = services.purchase_record(
+        store=store, receipt_number="R-8", amount="1.00", member=member, lines=[LineInput(amount=Decimal("1.00"), quantity=3)]
+    ).purchase
+    refunds = [
+        services.purchase_return(purchase=purchase, return_number=f"X-{i}", lines=[(1, 1)]).return_record.amount for i in range(3)
+    ]
+    assert refunds == [Decimal("0.33"), Decimal("0.34"), Decimal("0.33")]
+    assert sum(refunds) == Decimal("1.00")
