@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export LOYALTY_ENV ?= development
 
 .PHONY: run test install lint check-migrations messages bench clean
 
@@ -14,11 +13,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) .env
+
+# A developer's checkout runs in development mode; production machines set LOYALTY_ENV themselves.
+.env:
+	echo "LOYALTY_ENV=development" > .env
 
 ## Install everything, start the embedded database, load the demo and run web + worker + beat.
-run: $(STAMP)
+run: $(STAMP) .env
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py createcachetable
 	$(BIN)/python manage.py seed_demo
 	@echo
 	@echo "  Portal:  http://127.0.0.1:$${PORT:-8000}/        Admin: http://127.0.0.1:$${PORT:-8000}/admin/"

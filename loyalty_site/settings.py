@@ -16,6 +16,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("LOYALTY_DATA_DIR", BASE_DIR / ".data"))
 
 env = environ.Env()
+# A developer's checkout has a .env (written by make) saying LOYALTY_ENV=development; real
+# environment variables always win, and production machines have no .env.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 LOYALTY_ENV = env.str("LOYALTY_ENV", default="production")
 if LOYALTY_ENV not in {"production", "development", "test"}:
     raise environ.ImproperlyConfigured("LOYALTY_ENV must be production, development or test")

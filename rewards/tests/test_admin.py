@@ -191,7 +191,7 @@ def test_programme_admins_import_history_from_the_admin(admin_client, store, mem
     done = admin_client.post(
         url, {"kind": "purchases", "store": store.pk, "skip_invalid": "on", "file": SimpleUploadedFile("p.csv", csv)}
     )
-    assert "Imported" in done.text
+    assert "The file was imported." in done.text
     assert Purchase.objects.count() == 1
 
 
