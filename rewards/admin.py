@@ -255,15 +255,15 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if form.is_valid():
             upload = form.cleaned_data["file"]
             try:
-                header, rows = imports.read_rows(upload.name, upload)
                 if form.cleaned_data["kind"] == "members":
+                    header, rows = imports.read_rows(upload.name, upload)
                     report = imports.import_members(
                         rows, header, dry_run=form.cleaned_data["dry_run"], skip_invalid=form.cleaned_data["skip_invalid"]
                     )
                 else:
                     report = imports.import_purchases(
-                        rows,
-                        header,
+                        upload.name,
+                        upload,
                         store=form.cleaned_data["store"],
                         create_members=form.cleaned_data["create_members"],
                         dry_run=form.cleaned_data["dry_run"],

@@ -139,6 +139,68 @@ def _apply_credits(cursor: CursorWrapper, *, now: dt.datetime, by: User | None) 
         cursor.execute(services.RELEASE_SQL, {"now": now, "ids": owing})
 
 
+SOURCE_STAGING = """
+DROP TABLE IF EXISTS pg_temp.sale_source;
+CREATE TEMP TABLE sale_source (
+    ord integer PRIMARY KEY, first_of_key boolean NOT NULL, store_id bigint NOT NULL, receipt_number text NOT NULL,
+    member_id bigint, member_number text, gross numeric NOT NULL, category text NOT NULL, occurred_at timestamptz NOT NULL
+) ON COMMIT DROP;
+"""
+
+# The set-based twin of `services.unsaved_purchase` and `ProgrammeRules.lot_dates` for sales of one
+# line (an import row: an amount and maybe a category). test_bulk proves it agrees with Python.
+STAGE_SALES = """
+INSERT INTO bulk_sale
+SELECT s.ord, s.first_of_key, s.store_id, s.receipt_number, s.member_id, 'import', s.gross, 0, 0, s.gross,
+       s.occurred_at, r.id, e.base, e.points, md5(concat_ws('|', 'import', s.member_number, s.gross::text, s.occurred_at::text)),
+       CASE WHEN x.expires_at IS NULL THEN s.occurred_at + r.pending_days * interval '1 day'
+            ELSE LEAST(s.occurred_at + r.pending_days * interval '1 day', x.expires_at) END,
+       x.expires_at,
+       jsonb_build_object('receipt', s.receipt_number, 'store', st.name, 'currency', p.currency,
+                          'base', to_char(e.base, 'FM999999999990.00'),
+                          'excluded', to_char(s.gross - e.base, 'FM999999999990.00'),
+                          'rate', r.points_per_unit::text),
+       NULL, false, false
+FROM sale_source s
+JOIN members_store st ON st.id = s.store_id
+-- The rules in force when it happened; before the first version, the first.
+CROSS JOIN LATERAL (
+    SELECT * FROM rewards_programmerules v
+    ORDER BY v.effective_from <= s.occurred_at DESC,
+             CASE WHEN v.effective_from <= s.occurred_at THEN v.effective_from END DESC NULLS LAST, v.effective_from
+    LIMIT 1
+) r
+JOIN rewards_programme p ON p.id = r.programme_id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN s.category <> '' AND EXISTS (
+                    SELECT 1 FROM unnest(r.excluded_categories) c WHERE lower(btrim(c)) = lower(btrim(s.category)))
+                THEN 0::numeric ELSE s.gross END AS base
+) b
+CROSS JOIN LATERAL (
+    SELECT b.base,
+           CASE WHEN b.base < r.minimum_purchase THEN 0
+                WHEN r.rounding = 'down' THEN floor(b.base * r.points_per_unit)
+                WHEN r.rounding = 'nearest' THEN round(b.base * r.points_per_unit)
+                ELSE ceil(b.base * r.points_per_unit) END::bigint AS points
+) e
+CROSS JOIN LATERAL (
+    SELECT CASE r.expiry_policy
+        WHEN 'never' THEN NULL
+        WHEN 'year_end' THEN (make_date(extract(year FROM s.occurred_at AT TIME ZONE p.timezone)::int + r.expiry_years, 12, 31)
+                              + 1)::timestamp AT TIME ZONE p.timezone
+        ELSE (((s.occurred_at AT TIME ZONE p.timezone)::date + make_interval(months => r.expiry_months))::date + 1)::timestamp
+             AT TIME ZONE p.timezone
+    END AS expires_at
+) x
+"""
+
+
+def stage_sales_from_source(cursor: CursorWrapper) -> None:
+    """Fill `bulk_sale` from `sale_source`, working out each sale's points in SQL."""
+    cursor.execute(STAGING)
+    cursor.execute(STAGE_SALES)
+
+
 @dataclass(frozen=True)
 class BulkOutcome:
     """What became of one sale of a batch, in the order given."""
@@ -205,7 +267,6 @@ def purchases_record_bulk(
     if not sales:
         return []
     now = timezone.now()
-    params = {"now": now, "by": by.pk if by else None, "via": via}
     rows = _sale_rows(sales, now, by, via)
     with connection.cursor() as cursor:
         cursor.execute(STAGING)
@@ -216,17 +277,29 @@ def purchases_record_bulk(
             for ord_, sale in enumerate(sales):
                 for number, line in enumerate(sale.lines, start=1):
                     copy.write_row((ord_, number, line.sku, line.name, line.category.strip(), line.quantity, line.amount))
-        cursor.execute(INSERT_PURCHASES, params)
-        cursor.execute(MATCH_REPLAYS)
-        cursor.execute(INSERT_LINES)
-        cursor.execute(CREDIT_STAGING)
-        cursor.execute(CREDIT_PURCHASES)
-        _apply_credits(cursor, now=now, by=by)
-        cursor.execute("SELECT purchase_id, created, conflict FROM bulk_sale ORDER BY ord")
-        outcomes = [BulkOutcome(purchase_id=p, created=c, conflict=x) for p, c, x in cursor.fetchall()]
+        outcomes = write_staged_sales(cursor, now=now, by=by, via=via)
     if fire_hooks:
         _fire_hooks([o.purchase_id for o in outcomes if o.created])
     return outcomes
+
+
+def write_staged_sales(
+    cursor: CursorWrapper, *, now: dt.datetime, by: User | None, via: str, collect: bool = True
+) -> list[BulkOutcome]:
+    """Record the sales in `bulk_sale` (and their `bulk_line`s); return an outcome per sale, in order.
+
+    An import of a million rows passes `collect=False` and counts in SQL instead.
+    """
+    cursor.execute(INSERT_PURCHASES, {"now": now, "by": by.pk if by else None, "via": via})
+    cursor.execute(MATCH_REPLAYS)
+    cursor.execute(INSERT_LINES)
+    cursor.execute(CREDIT_STAGING)
+    cursor.execute(CREDIT_PURCHASES)
+    _apply_credits(cursor, now=now, by=by)
+    if not collect:
+        return []
+    cursor.execute("SELECT purchase_id, created, conflict FROM bulk_sale ORDER BY ord")
+    return [BulkOutcome(purchase_id=p, created=c, conflict=x) for p, c, x in cursor.fetchall()]
 
 
 def _fire_hooks(purchase_ids: list[int]) -> None:

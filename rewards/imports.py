@@ -8,10 +8,8 @@ re-run of the same file changes nothing.
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import zoneinfo
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -19,16 +17,15 @@ from pathlib import Path
 from typing import IO
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Q, Sum
-from django.db.models.functions import Lower
+from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from members import services as member_services
 from members.models import Member, Store
 from rewards import bulk, services
-from rewards.models import Purchase
 
 CHUNK = 5000
 
@@ -50,6 +47,7 @@ class RowError:
 class ImportReport:
     rows: int = 0
     errors: list[RowError] = field(default_factory=list)
+    invalid: int = 0
     members_created: int = 0
     members_updated: int = 0
     purchases_created: int = 0
@@ -138,150 +136,265 @@ def _messages(error: ValidationError) -> str:
 
 
 # --- purchases ---------------------------------------------------------------------------
+#
+# Purchases stay in PostgreSQL from the file to the ledger: COPY into a staging table, check and
+# resolve every row with set-based SQL, then `bulk.stage_sales_from_source` and
+# `bulk.write_staged_sales` as for a till's batch. Python touches only the distinct phone numbers.
+
+PHASES = ("reading the file", "checking every row", "recording purchases", "settling old points")
+PURCHASE_COLUMNS = ("member_ref", "occurred_at", "amount", "receipt_number", "store", "quantity", "category")
+
+PARSERS = r"""
+CREATE OR REPLACE FUNCTION pg_temp.import_moment(value text, zone text) RETURNS timestamptz AS $$
+BEGIN
+    IF value ~ '^\d{8}$' THEN RETURN to_date(value, 'YYYYMMDD')::timestamp AT TIME ZONE zone; END IF;
+    IF value !~ '^\d{4}-\d{2}-\d{2}' THEN RETURN NULL; END IF;
+    IF value ~ '(Z|[+-]\d{2}(:?\d{2})?)$' AND length(value) > 10 THEN RETURN value::timestamptz; END IF;
+    RETURN value::timestamp AT TIME ZONE zone;
+EXCEPTION WHEN others THEN RETURN NULL;
+END $$ LANGUAGE plpgsql IMMUTABLE;
+CREATE OR REPLACE FUNCTION pg_temp.import_number(value text) RETURNS numeric AS $$
+BEGIN
+    IF value !~ '^\s*-?\d+(\.\d+)?\s*$' THEN RETURN NULL; END IF;
+    RETURN value::numeric;
+EXCEPTION WHEN others THEN RETURN NULL;
+END $$ LANGUAGE plpgsql IMMUTABLE;
+"""
+
+PREPARE_ROWS = r"""
+DROP TABLE IF EXISTS pg_temp.import_row;
+CREATE TEMP TABLE import_row ON COMMIT DROP AS
+SELECT line, ref, moment_text, amount_text, receipt_given, store_code, quantity_text, category,
+       pg_temp.import_moment(moment_text, %(tz)s) AS occurred_at,
+       pg_temp.import_number(replace(amount_text, ',', '')) AS amount,
+       CASE WHEN quantity_text = '' THEN 1 WHEN quantity_text ~ '^\d{{1,9}}$' THEN quantity_text::int END AS quantity,
+       COALESCE(NULLIF(receipt_given, ''), 'IMP-' || left(encode(sha256(convert_to(
+           concat_ws('|', ref, moment_text, amount_text, store_text, quantity_text, category)
+           || '#' || row_number() OVER (
+               PARTITION BY ref, moment_text, amount_text, store_text, quantity_text, category ORDER BY line),
+           'UTF8')), 'hex'), 20)) AS receipt_number,
+       NULL::bigint AS store_id, NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
+FROM (SELECT line, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
+             COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code, {store} AS store_text,
+             {quantity} AS quantity_text, {category} AS category
+      FROM import_raw) raw;
+UPDATE import_row r SET store_id = s.id FROM members_store s WHERE s.code = r.store_code;
+"""
+
+RESOLVE_MEMBERS = """
+UPDATE import_row r SET member_id = m.id FROM members_member m
+    WHERE r.member_id IS NULL AND r.ref <> '' AND m.external_ref = r.ref;
+UPDATE import_row r SET member_id = m.id FROM members_member m
+    WHERE r.member_id IS NULL AND r.ref <> '' AND m.member_number = r.ref;
+UPDATE import_row r SET member_id = m.id FROM members_member m
+    WHERE r.member_id IS NULL AND r.ref LIKE '%%@%%' AND m.email <> '' AND lower(m.email) = lower(r.ref);
+UPDATE import_row r SET member_id = m.id FROM import_phone p JOIN members_member m ON m.phone = p.e164
+    WHERE r.member_id IS NULL AND r.ref = p.ref;
+UPDATE import_row r SET member_number = m.member_number, member_status = m.status FROM members_member m WHERE m.id = r.member_id;
+"""
+
+# Each check yields (line, code, value); a row's first problem is the one reported.
+CHECKS = r"""
+INSERT INTO import_error (line, code, value)
+SELECT DISTINCT ON (line) line, code, value FROM (
+    SELECT line, 1 AS rank, 'store' AS code, store_code AS value FROM import_row WHERE store_id IS NULL
+    UNION ALL SELECT line, 2, 'moment', moment_text FROM import_row WHERE occurred_at IS NULL
+    UNION ALL SELECT line, 3, 'future', moment_text FROM import_row WHERE occurred_at > %(latest)s
+    UNION ALL SELECT line, 4, 'amount', amount_text FROM import_row WHERE amount IS NULL
+    UNION ALL SELECT line, 5, 'amount_positive', amount_text FROM import_row WHERE amount <= 0
+    UNION ALL SELECT line, 6, 'amount_places', amount_text FROM import_row WHERE scale(amount) > 2
+    UNION ALL SELECT line, 7, 'amount_large', amount_text FROM import_row WHERE amount >= 1e12
+    UNION ALL SELECT line, 8, 'quantity', quantity_text FROM import_row
+        WHERE quantity IS NULL OR quantity NOT BETWEEN 1 AND %(max_quantity)s
+    UNION ALL SELECT line, 9, 'member', ref FROM import_row WHERE ref <> '' AND member_id IS NULL
+    UNION ALL SELECT line, 10, 'member_inactive', member_status FROM import_row WHERE member_status <> 'active'
+    UNION ALL SELECT line, 11, 'receipt_long', receipt_number FROM import_row WHERE length(receipt_number) > 64
+) problems ORDER BY line, rank
+"""
+
+ERRORS_STAGING = """
+DROP TABLE IF EXISTS pg_temp.import_error;
+CREATE TEMP TABLE import_error (line bigint, code text, value text) ON COMMIT DROP
+"""
+
+STAGE_SOURCE = """
+INSERT INTO sale_source
+SELECT r.line, row_number() OVER (PARTITION BY r.store_id, r.receipt_number ORDER BY r.line) = 1, r.store_id, r.receipt_number,
+       r.member_id, r.member_number, r.amount, r.category, r.occurred_at
+FROM import_row r WHERE NOT EXISTS (SELECT 1 FROM import_error e WHERE e.line = r.line)
+"""
+
+STAGE_LINES = """
+INSERT INTO bulk_line (ord, line_number, sku, name, category, quantity, amount)
+SELECT r.line, 1, '', '', r.category, r.quantity, r.amount
+FROM import_row r JOIN sale_source s ON s.ord = r.line WHERE r.category <> ''
+"""
 
 
-@dataclass(frozen=True)
-class _PurchaseRow:
-    line: int
-    member_ref: str
-    occurred_at: dt.datetime
-    amount: Decimal
-    receipt_number: str
-    store_code: str
-    quantity: int
-    category: str
+def _error_message(code: str, value: str) -> str:
+    messages = {
+        "store": lambda: _("No store has the code “%(code)s”.") % {"code": value},
+        "moment": lambda: _("“%(value)s” is not a date (use 2026-03-01, 2026-03-01T09:30 or 20260301).") % {"value": value},
+        "future": lambda: _("The purchase time cannot be in the future."),
+        "amount": lambda: _("%(name)s “%(value)s” is not a number.") % {"name": _("amount"), "value": value},
+        "amount_positive": lambda: _("The amount must be more than zero."),
+        "amount_places": lambda: _("Use at most two decimal places."),
+        "amount_large": lambda: _("The amount is too large."),
+        "quantity": lambda: _("The quantity must be between 1 and %(max)s.") % {"max": services.MAX_QUANTITY},
+        "member": lambda: _("No member matches “%(ref)s”.") % {"ref": value},
+        "member_inactive": lambda: (
+            _("This membership is %(status)s and cannot earn or spend points.") % {"status": Member.Status(value).label.lower()}
+        ),
+        "receipt_long": lambda: _("Use at most 64 characters."),
+    }
+    return str(messages[code]())
 
 
-def _derived_receipt(row: dict[str, str], seen: Counter[str]) -> str:
-    # The same content twice in a file (two coffees on one day) are two sales: count them.
-    content = "|".join(row.get(k, "") for k in ("member_ref", "occurred_at", "amount", "store", "quantity", "category"))
-    seen[content] += 1
-    return "IMP-" + hashlib.sha256(f"{content}#{seen[content]}".encode()).hexdigest()[:20]
+def _copy_file(cursor: CursorWrapper, path: Path | str, stream: IO[bytes] | None) -> list[str]:
+    """COPY the file into `import_raw` (line, c0, c1, …); return the lower-cased header."""
+    name = str(path).lower()
+    if name.endswith(".csv"):
+        raw = stream.read() if stream else Path(path).read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ImportFileError(_("The file is not UTF-8 text. Save it as “CSV UTF-8”.")) from None
+        first, _newline, _rest = text.partition("\n")
+        header = [h.strip().lower() for h in next(csv.reader([first]), [])]
+        _create_raw(cursor, len(header))
+        columns = ", ".join(f"c{i}" for i in range(len(header)))
+        with cursor.copy(f"COPY import_raw ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
+            copy.write(text.encode())
+        return header
+    header, rows = read_rows(path, stream)
+    _create_raw(cursor, len(header), explicit_lines=True)
+    columns = ", ".join(["line", *(f"c{i}" for i in range(len(header)))])
+    with cursor.copy(f"COPY import_raw ({columns}) FROM STDIN") as copy:
+        for line, row in rows:
+            copy.write_row([line, *(row.get(h, "") for h in header)])
+    return header
 
 
-def _resolve_members(refs: set[str]) -> dict[str, Member]:
-    """Match references to members by external ref, member number, e-mail or phone."""
-    found: dict[str, Member] = {}
-    emails = {r.lower() for r in refs if "@" in r}
-    for member in Member.objects.annotate(email_lower=Lower("email")).filter(
-        Q(external_ref__in=refs) | Q(member_number__in=refs) | Q(email_lower__in=emails)
-    ):
-        for ref in (member.external_ref, member.member_number, member.email):
-            if ref:
-                found.setdefault(ref if ref in refs else ref.lower(), member)
-    for ref in refs:
-        if ref.lower() in found and ref not in found:
-            found[ref] = found[ref.lower()]
-    phones: dict[str, str] = {}
-    for ref in refs - found.keys():
-        if "@" not in ref:
-            try:
-                phones[member_services.phone_normalise(ref)] = ref
-            except ValidationError:
-                continue
-    for member in Member.objects.filter(phone__in=list(phones)):
-        found[phones[str(member.phone)]] = member
-    return found
+def _create_raw(cursor: CursorWrapper, width: int, *, explicit_lines: bool = False) -> None:
+    columns = ", ".join(f"c{i} text" for i in range(width))
+    # Rows arrive in file order; the sequence numbers them as a spreadsheet would (header = 1).
+    cursor.execute(
+        "DROP TABLE IF EXISTS pg_temp.import_raw; DROP SEQUENCE IF EXISTS pg_temp.import_line;"
+        "CREATE TEMP SEQUENCE import_line START 2;"
+        f"CREATE TEMP TABLE import_raw (line bigint {'' if explicit_lines else 'DEFAULT nextval(' + repr('import_line') + ')'}, "
+        f"{columns}) ON COMMIT DROP"
+    )
+
+
+def _column(header: list[str], name: str) -> str:
+    return f"btrim(COALESCE(c{header.index(name)}, ''))" if name in header else "''"
+
+
+def _resolve_phones(cursor: CursorWrapper) -> None:
+    """Normalise the references that may be phone numbers, once per distinct one."""
+    cursor.execute("SELECT DISTINCT ref FROM import_row WHERE member_id IS NULL AND ref <> '' AND ref NOT LIKE '%@%'")
+    phones = []
+    for (ref,) in cursor.fetchall():
+        try:
+            phones.append((ref, member_services.phone_normalise(ref)))
+        except ValidationError:
+            continue
+    cursor.execute(
+        "DROP TABLE IF EXISTS pg_temp.import_phone; CREATE TEMP TABLE import_phone (ref text, e164 text) ON COMMIT DROP"
+    )
+    with cursor.copy("COPY import_phone (ref, e164) FROM STDIN") as copy:
+        for row in phones:
+            copy.write_row(row)
+
+
+class _Rollback(Exception):
+    """Leave the import's transaction without writing anything."""
 
 
 def import_purchases(
-    rows: Iterable[tuple[int, dict[str, str]]],
-    header: list[str],
+    path: Path | str,
+    stream: IO[bytes] | None = None,
     *,
     store: Store | None = None,
     create_members: bool = False,
     dry_run: bool = False,
     skip_invalid: bool = False,
-    progress: Callable[[int], None] = lambda n: None,
+    progress: Callable[[str], None] = lambda phase: None,
 ) -> ImportReport:
-    """Validate every row, then record the good ones in set-based chunks."""
-    _require(header, {"member_ref", "occurred_at", "amount"} | (set() if store else {"store"}))
+    """Check every row of a purchases file, then record the good ones in one set-based pass."""
     report = ImportReport()
-    tz = services.programme_get().tz
-    stores = {s.code: s for s in Store.objects.all()}
-    parsed: list[_PurchaseRow] = []
-    seen: Counter[str] = Counter()
-    for line, row in rows:
-        report.rows += 1
-        try:
-            code = row.get("store") or (store.code if store else "")
-            if code not in stores:
-                raise ValueError(_("No store has the code “%(code)s”.") % {"code": code})
-            quantity = int(row.get("quantity") or 1)
-            parsed.append(
-                _PurchaseRow(
-                    line=line,
-                    member_ref=row["member_ref"],
-                    occurred_at=parse_moment(row["occurred_at"], tz),
-                    amount=_decimal(row["amount"], _("amount")),
-                    receipt_number=row.get("receipt_number") or _derived_receipt(row, seen),
-                    store_code=code,
-                    quantity=quantity,
-                    category=row.get("category", ""),
-                )
+    tz = services.programme_get().timezone
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            progress(PHASES[0])
+            header = _copy_file(cursor, path, stream)
+            progress(PHASES[1])
+            _require(header, {"member_ref", "occurred_at", "amount"} | (set() if store else {"store"}))
+            cursor.execute(PARSERS)
+            columns = {
+                key: _column(header, name)
+                for key, name in [
+                    ("ref", "member_ref"),
+                    ("moment", "occurred_at"),
+                    ("amount", "amount"),
+                    ("receipt", "receipt_number"),
+                    ("store", "store"),
+                    ("quantity", "quantity"),
+                    ("category", "category"),
+                ]
+            }
+            cursor.execute(PREPARE_ROWS.format(**columns), {"tz": tz, "default_store": store.code if store else ""})
+            _resolve_phones(cursor)
+            cursor.execute(RESOLVE_MEMBERS)
+            if create_members:
+                report.members_created = _enrol_unknown(cursor)
+                cursor.execute(RESOLVE_MEMBERS)
+            cursor.execute(ERRORS_STAGING)
+            cursor.execute(CHECKS, {"latest": timezone.now() + services.CLOCK_SKEW, "max_quantity": services.MAX_QUANTITY})
+            cursor.execute("SELECT count(*) FROM import_row")
+            (report.rows,) = cursor.fetchone()
+            cursor.execute("SELECT line, code, value FROM import_error ORDER BY line LIMIT 1000")
+            report.errors = [RowError(line, _error_message(code, value)) for line, code, value in cursor.fetchall()]
+            cursor.execute("SELECT count(*) FROM import_error")
+            (report.invalid,) = cursor.fetchone()
+            if dry_run or (report.invalid and not skip_invalid):
+                raise _Rollback
+            progress(PHASES[2])
+            cursor.execute(bulk.SOURCE_STAGING)
+            cursor.execute(STAGE_SOURCE)
+            bulk.stage_sales_from_source(cursor)
+            cursor.execute(STAGE_LINES)
+            bulk.write_staged_sales(cursor, now=timezone.now(), by=None, via="import", collect=False)
+            cursor.execute(
+                "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created AND NOT conflict), "
+                "count(*) FILTER (WHERE conflict), COALESCE(SUM(points) FILTER (WHERE created), 0) FROM bulk_sale"
             )
-        except (ValueError, KeyError) as error:
-            report.errors.append(RowError(line, str(error)))
-    members = _resolve_members({r.member_ref for r in parsed if r.member_ref})
-    if create_members:
-        report.members_created = _create_missing_members(
-            {r.member_ref for r in parsed if r.member_ref} - members.keys(), members, dry_run
-        )
-    sales: list[services.PurchaseInput] = []
-    for row in parsed:
-        member = members.get(row.member_ref) if row.member_ref else None
-        if row.member_ref and member is None:
-            report.errors.append(RowError(row.line, _("No member matches “%(ref)s”.") % {"ref": row.member_ref}))
-            continue
-        try:
-            lines = (services.LineInput(amount=row.amount, quantity=row.quantity, category=row.category),) if row.category else ()
-            sales.append(
-                services.purchase_input(
-                    store=stores[row.store_code],
-                    receipt_number=row.receipt_number,
-                    amount=row.amount,
-                    occurred_at=row.occurred_at,
-                    channel=Purchase.Channel.IMPORT,
-                    member=member,
-                    lines=lines,
-                )
-            )
-        except ValidationError as error:
-            report.errors.append(RowError(row.line, _messages(error)))
-    report.errors.sort(key=lambda e: e.line)
-    if dry_run or (report.errors and not skip_invalid):
+            report.purchases_created, report.purchases_replayed, report.conflicts, report.points_awarded = cursor.fetchone()
+    except _Rollback:
         return report
-    for start in range(0, len(sales), CHUNK):
-        chunk = sales[start : start + CHUNK]
-        outcomes = bulk.purchases_record_bulk(chunk, via="import", fire_hooks=False)
-        created = [o.purchase_id for o in outcomes if o.created]
-        report.conflicts += sum(o.conflict for o in outcomes)
-        report.purchases_created += len(created)
-        report.purchases_replayed += len(outcomes) - len(created) - sum(o.conflict for o in outcomes)
-        report.points_awarded += Purchase.objects.filter(pk__in=created).aggregate(s=Sum("points_earned"))["s"] or 0
-        progress(len(chunk))
     # Old purchases are past their return window or their validity: settle them now.
+    progress(PHASES[3])
     services.points_release_due()
     services.points_expire_due()
     report.written = True
     return report
 
 
-def _create_missing_members(refs: set[str], members: dict[str, Member], dry_run: bool) -> int:
-    """Enrol a member for every reference that is a phone number or an e-mail address."""
+def _enrol_unknown(cursor: CursorWrapper) -> int:
+    """Enrol a member for every unknown reference that is a phone number or an e-mail address."""
+    cursor.execute("SELECT DISTINCT ref FROM import_row WHERE member_id IS NULL AND ref <> ''")
     people: dict[str, dict[str, object]] = {}
-    for ref in sorted(refs):
+    for (ref,) in cursor.fetchall():
         try:
-            people[ref] = (
+            contact = (
                 {"email": member_services.email_normalise(ref)} if "@" in ref else {"phone": member_services.phone_normalise(ref)}
             )
         except ValidationError:
             continue  # neither: reported as an unknown member
-    if dry_run:
-        members.update({ref: Member(member_number="(new)", status=Member.Status.ACTIVE) for ref in people})
-    else:
-        created = member_services.members_enrol_bulk(people=list(people.values()), channel=Member.Channel.IMPORT)
-        members.update(zip(people, created, strict=True))
+        if contact not in people.values():
+            people[ref] = contact
+    member_services.members_enrol_bulk(people=list(people.values()), channel=Member.Channel.IMPORT)
+    _resolve_phones(cursor)
     return len(people)
 
 

@@ -166,6 +166,8 @@ class ProgrammeRules(models.Model):
         Purchase points wait out the return window; points never wait past their expiry.
         """
         expires_at = self.expires_at(earned_at, self.programme.tz)
+        # Whole days of 24 hours, whatever the clocks do in between (as PostgreSQL counts in UTC).
+        earned_at = earned_at.astimezone(dt.UTC)
         available_at = earned_at + dt.timedelta(days=self.pending_days) if return_window else earned_at
         return (min(available_at, expires_at) if expires_at else available_at), expires_at
 

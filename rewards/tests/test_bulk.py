@@ -1,14 +1,17 @@
 import datetime as dt
+import json
 import threading
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from members.tests.factories import MemberFactory, StoreFactory
 from rewards import bulk, hooks, services
-from rewards.models import LedgerEntry, PointsLot, Purchase, PurchaseLine
+from rewards.models import LedgerEntry, PointsLot, Programme, ProgrammeRules, Purchase, PurchaseLine
 from rewards.selectors import ledger_drift
 from rewards.services import LineInput
 from rewards.tests.factories import programme_create
@@ -132,3 +135,61 @@ def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_duplicate(r
     assert Purchase.objects.count() == 40
     assert LedgerEntry.objects.filter(kind="earn").count() == 40
     assert ledger_drift() == []
+
+
+ZONES = ["Asia/Shanghai", "Asia/Seoul", "Asia/Taipei", "America/New_York", "Europe/London", "Australia/Sydney"]
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    rate=st.decimals(min_value=0, max_value=20, places=4),
+    rounding=st.sampled_from(ProgrammeRules.Rounding.values),
+    policy=st.sampled_from(ProgrammeRules.Expiry.values),
+    months=st.integers(1, 40),
+    years=st.integers(0, 3),
+    pending=st.integers(0, 60),
+    minimum=st.decimals(min_value=0, max_value=50, places=2),
+    zone=st.sampled_from(ZONES),
+    amount=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("99999.99"), places=2),
+    moment=st.datetimes(min_value=dt.datetime(2016, 1, 1), max_value=dt.datetime(2026, 11, 1), timezones=st.just(dt.UTC)),
+    category=st.sampled_from(["", "coffee", " Gift-Cards "]),
+    rules_start_days_ago=st.integers(-30, 4000),
+)
+def test_the_sql_earning_rules_agree_with_the_python_rules(db, store, **drawn):
+    """Given any rules and any one-line sale, the importer's SQL earns what `unsaved_purchase` earns."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        programme = Programme.objects.create(name="P", currency="CNY", timezone=drawn["zone"])
+        rules = ProgrammeRules.objects.create(
+            programme=programme,
+            effective_from=timezone.now() - dt.timedelta(days=drawn["rules_start_days_ago"]),
+            points_per_unit=drawn["rate"],
+            rounding=drawn["rounding"],
+            expiry_policy=drawn["policy"],
+            expiry_months=drawn["months"],
+            expiry_years=drawn["years"],
+            pending_days=drawn["pending"],
+            minimum_purchase=drawn["minimum"],
+            excluded_categories=["gift-cards"],
+        )
+        lines = (LineInput(amount=drawn["amount"], category=drawn["category"]),) if drawn["category"] else ()
+        sale = services.purchase_input(
+            store=store, receipt_number="R-1", amount=drawn["amount"], occurred_at=drawn["moment"], lines=lines
+        )
+        purchase = services.unsaved_purchase(sale, rules=rules, now=timezone.now(), by=None, via="")
+        available_at, expires_at = rules.lot_dates(purchase.occurred_at, return_window=True)
+        with connection.cursor() as cursor:
+            cursor.execute(bulk.SOURCE_STAGING)
+            cursor.execute(
+                "INSERT INTO sale_source VALUES (0, true, %s, 'R-1', NULL, NULL, %s, %s, %s)",
+                [store.pk, drawn["amount"], drawn["category"], drawn["moment"]],
+            )
+            bulk.stage_sales_from_source(cursor)
+            cursor.execute("SELECT earn_base, points, available_at, expires_at, detail FROM bulk_sale")
+            earn_base, points, sql_available_at, sql_expires_at, detail = cursor.fetchone()
+        assert (earn_base, points) == (purchase.earn_base, purchase.points_earned)
+        assert (sql_available_at, sql_expires_at) == (available_at, expires_at)
+        assert (json.loads(detail) if isinstance(detail, str) else detail) == services.earn_detail(purchase)
+        transaction.set_rollback(True)

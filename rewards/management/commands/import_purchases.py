@@ -27,22 +27,25 @@ class Command(BaseCommand):
             store = Store.objects.filter(code=options["store"]).first()
             if store is None:
                 raise CommandError(f"No store has the code {options['store']!r}.")
-        try:
-            header, rows = imports.read_rows(str(options["file"]))
-        except (OSError, imports.ImportFileError) as error:
-            raise CommandError(str(error)) from None
-        bar = tqdm(unit=" rows", disable=not sys.stderr.isatty(), file=sys.stderr)
+        # One set-based pass has phases, not rows: the bar shows which phase is running.
+        bar = tqdm(
+            total=len(imports.PHASES), disable=not sys.stderr.isatty(), file=sys.stderr, bar_format="{desc} {bar} {elapsed}"
+        )
+
+        def progress(phase: str) -> None:
+            bar.set_description(phase)
+            bar.update(1)
+
         try:
             report = imports.import_purchases(
-                rows,
-                header,
+                str(options["file"]),
                 store=store,
                 create_members=bool(options["create_members"]),
                 dry_run=bool(options["dry_run"]),
                 skip_invalid=bool(options["skip_invalid"]),
-                progress=bar.update,
+                progress=progress,
             )
-        except imports.ImportFileError as error:
+        except (OSError, imports.ImportFileError) as error:
             raise CommandError(str(error)) from None
         finally:
             bar.close()
@@ -52,12 +55,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{report.rows} rows in {seconds:.1f} s ({report.rows / max(seconds, 1e-9):,.0f} rows/s): "
             f"{report.purchases_created} purchases recorded, {report.purchases_replayed} already there, "
-            f"{report.conflicts} conflicting, {len(report.errors)} invalid, {report.members_created} members created, "
+            f"{report.conflicts} conflicting, {report.invalid} invalid, {report.members_created} members created, "
             f"{report.points_awarded} points awarded."
         )
         if options["dry_run"]:
             self.stdout.write("Dry run: nothing was written.")
-        if report.errors and not options["skip_invalid"]:
-            raise CommandError(f"{len(report.errors)} invalid row(s): nothing was written. Fix them or use --skip-invalid.")
+        if report.invalid > len(report.errors):
+            self.stderr.write(f"… and {report.invalid - len(report.errors)} more invalid rows.")
+        if report.invalid and not options["skip_invalid"]:
+            raise CommandError(f"{report.invalid} invalid row(s): nothing was written. Fix them or use --skip-invalid.")
         if report.conflicts:
             raise CommandError(f"{report.conflicts} receipt(s) were already recorded with different details.")
