@@ -278,10 +278,18 @@ class PurchaseChannel(models.TextChoices):
 class Purchase(models.Model):
     Channel = PurchaseChannel
 
-    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="purchases", verbose_name=_("store"))
+    # Indexed by the unique (store, receipt number) constraint.
+    store = models.ForeignKey(Store, on_delete=models.PROTECT, related_name="purchases", verbose_name=_("store"), db_index=False)
     receipt_number = models.CharField(_("receipt number"), max_length=64)
+    # Indexed by purchase_member_recent, which leads with the member.
     member = models.ForeignKey(
-        Member, null=True, blank=True, on_delete=models.PROTECT, related_name="purchases", verbose_name=_("member")
+        Member,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="purchases",
+        verbose_name=_("member"),
+        db_index=False,
     )
     channel = models.CharField(_("channel"), max_length=10, choices=Channel.choices, default=Channel.STORE)
     gross = models.DecimalField(_("amount"), **AMOUNT, help_text=_("Total before discounts, tax included."))
@@ -411,7 +419,8 @@ class PointsLot(models.Model):
 
     Status = LotStatus
 
-    account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="lots")
+    # Indexed by lot_account_spend, which leads with the account.
+    account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="lots", db_index=False)
     points = models.PositiveBigIntegerField(_("points"))
     remaining = models.PositiveBigIntegerField(_("remaining"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices)
@@ -464,7 +473,8 @@ class LedgerEntry(models.Model):
 
     Kind = EntryKind
 
-    account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by entry_account_recent, which leads with the account.
+    account = models.ForeignKey(PointsAccount, on_delete=models.PROTECT, related_name="entries", db_index=False)
     kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices)
     points = models.BigIntegerField(_("points"))
     occurred_at = models.DateTimeField(_("when"), default=timezone.now, help_text=_("When the change took effect."))

@@ -783,20 +783,6 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
 # --- the clock: set-based jobs, in chunks of accounts locked in id order ------------------
 
 
-def _lock_chunk(due_lots_sql: str, params: dict[str, object]) -> list[int]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT member_id FROM rewards_pointsaccount
-            WHERE member_id IN (SELECT DISTINCT account_id FROM rewards_pointslot WHERE {due_lots_sql}
-                                ORDER BY account_id LIMIT %(chunk)s)
-            ORDER BY member_id FOR UPDATE
-            """,
-            params,
-        )
-        return [row[0] for row in cursor.fetchall()]
-
-
 RELEASE_SQL = """
 WITH due AS (
     SELECT l.id, l.account_id, l.remaining, a.owed,
@@ -862,28 +848,40 @@ class JobResult:
     accounts: int = 0
 
 
-def _run_chunks(due_lots_sql: str, statement: str, params: dict[str, object]) -> JobResult:
+def _run_chunks(due_lots_sql: str, statement: str, params: dict[str, object], chunk: int) -> JobResult:
+    """Run a job over every account with due lots, a chunk of accounts per transaction.
+
+    The due accounts are found once, through the partial index, then locked chunk by chunk in
+    id order (the order every writer locks in); the statement re-checks each lot, so a lot
+    spent or settled meanwhile is left alone and one that fell due meanwhile waits for next time.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT account_id FROM rewards_pointslot WHERE {due_lots_sql} ORDER BY account_id", params)
+        due = [row[0] for row in cursor.fetchall()]
     lots = points = accounts = 0
-    while True:
-        with transaction.atomic():
-            ids = _lock_chunk(due_lots_sql, params)
-            if not ids:
-                return JobResult(lots=lots, points=points, accounts=accounts)
-            with connection.cursor() as cursor:
-                cursor.execute(statement, {**params, "ids": ids})
-                rows = cursor.fetchall()
+    for start in range(0, len(due), chunk):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT member_id FROM rewards_pointsaccount WHERE member_id = ANY(%(ids)s) ORDER BY member_id FOR UPDATE",
+                {"ids": due[start : start + chunk]},
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            cursor.execute(statement, {**params, "ids": ids})
+            rows = cursor.fetchall()
         lots += sum(row[0] for row in rows)
         points += sum(row[1] for row in rows)
         accounts += len(rows)
+    return JobResult(lots=lots, points=points, accounts=accounts)
 
 
 def points_release_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUNK) -> JobResult:
     """Make pending points whose return window has passed spendable, repaying any owed first."""
-    params = {"now": now or timezone.now(), "chunk": chunk}
-    return _run_chunks("status = 'pending' AND available_at <= %(now)s", RELEASE_SQL, params)
+    params = {"now": now or timezone.now()}
+    return _run_chunks("status = 'pending' AND available_at <= %(now)s", RELEASE_SQL, params, chunk)
 
 
 def points_expire_due(*, now: dt.datetime | None = None, chunk: int = BULK_CHUNK) -> JobResult:
     """Expire every lot past its expiry date with an explained entry; safe to run twice."""
-    params = {"now": now or timezone.now(), "chunk": chunk, "tz": programme_get().timezone}
-    return _run_chunks("status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s", EXPIRE_SQL, params)
+    params = {"now": now or timezone.now(), "tz": programme_get().timezone}
+    due_lots = "status IN ('pending', 'available') AND remaining > 0 AND expires_at <= %(now)s"
+    return _run_chunks(due_lots, EXPIRE_SQL, params, chunk)
