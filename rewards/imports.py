@@ -63,17 +63,21 @@ def read_rows(path: Path | str, stream: IO[bytes] | None = None) -> tuple[list[s
     if name.endswith(".xlsx"):
         return _xlsx_rows(stream or open(path, "rb"))
     if name.endswith(".csv"):
-        raw = stream.read() if stream else Path(path).read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ImportFileError(_("The file is not UTF-8 text. Save it as “CSV UTF-8”.")) from None
+        text = _csv_text(path, stream)
         reader = csv.reader(io.StringIO(text, newline=""))
         header = [h.strip().lower() for h in next(reader, [])]
         return header, (
             (n, dict(zip(header, (v.strip() for v in row), strict=False))) for n, row in enumerate(reader, 2) if any(row)
         )
     raise ImportFileError(_("Use a .csv or .xlsx file."))
+
+
+def _csv_text(path: Path | str, stream: IO[bytes] | None) -> str:
+    raw = stream.read() if stream else Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")  # Excel writes a byte-order mark
+    except UnicodeDecodeError:
+        raise ImportFileError(_("The file is not UTF-8 text. Save it as “CSV UTF-8”.")) from None
 
 
 def _xlsx_rows(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
@@ -254,11 +258,7 @@ def _copy_file(cursor: CursorWrapper, path: Path | str, stream: IO[bytes] | None
     """COPY the file into `import_raw` (line, c0, c1, …); return the lower-cased header."""
     name = str(path).lower()
     if name.endswith(".csv"):
-        raw = stream.read() if stream else Path(path).read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ImportFileError(_("The file is not UTF-8 text. Save it as “CSV UTF-8”.")) from None
+        text = _csv_text(path, stream)
         first, _newline, _rest = text.partition("\n")
         header = [h.strip().lower() for h in next(csv.reader([first]), [])]
         _create_raw(cursor, len(header))

@@ -89,19 +89,24 @@ def member_or_error(member_number: str) -> Member | None:
     return member
 
 
+def sale_arguments(data: dict, member: Member | None, request: Request) -> dict[str, object]:
+    """Map a validated purchase body onto the arguments of `services.purchase_input`."""
+    return {
+        "store": request.auth.store,  # type: ignore[union-attr]
+        "receipt_number": data["receipt_number"],
+        "amount": data["amount"],
+        "discount": data["discount"],
+        "tax": data["tax"],
+        "occurred_at": data["occurred_at"],
+        "channel": data["channel"],
+        "member": member,
+        "lines": [services.LineInput(**line) for line in data["lines"]],
+    }
+
+
 def record(data: dict, request: Request) -> services.PurchaseResult:
-    return services.purchase_record(
-        store=request.auth.store,  # type: ignore[union-attr]
-        receipt_number=data["receipt_number"],
-        amount=data["amount"],
-        discount=data["discount"],
-        tax=data["tax"],
-        occurred_at=data["occurred_at"],
-        channel=data["channel"],
-        member=member_or_error(data["member_number"]),
-        lines=[services.LineInput(**line) for line in data["lines"]],
-        via=request.auth.name,  # type: ignore[union-attr]
-    )
+    member = member_or_error(data["member_number"])
+    return services.purchase_record(via=request.auth.name, **sale_arguments(data, member, request))  # type: ignore[union-attr]
 
 
 class PurchaseCreateApi(APIView):
@@ -235,17 +240,7 @@ def _batch_sale(data: dict, members: dict[str, Member], request: Request) -> ser
     member = members.get(data["member_number"]) if data["member_number"] else None
     if data["member_number"] and member is None:
         raise DomainValidationError({"member_number": _("No member has this number.")})
-    return services.purchase_input(
-        store=request.auth.store,  # type: ignore[union-attr]
-        receipt_number=data["receipt_number"],
-        amount=data["amount"],
-        discount=data["discount"],
-        tax=data["tax"],
-        occurred_at=data["occurred_at"],
-        channel=data["channel"],
-        member=member,
-        lines=[services.LineInput(**line) for line in data["lines"]],
-    )
+    return services.purchase_input(**sale_arguments(data, member, request))  # type: ignore[arg-type]
 
 
 def _refused(index: int, status_code: int, receipt_number: object, errors: dict) -> dict[str, object]:
