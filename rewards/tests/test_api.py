@@ -346,3 +346,38 @@ def test_a_batch_is_limited_to_a_thousand(rules, api):
     items = [{"receipt_number": f"B-{i}", "amount": "1"} for i in range(1001)]
     assert "purchases" in problem_of(api.post("/api/v1/purchases/batch", {"purchases": items}, format="json"), 400)["errors"]
     assert not Purchase.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_32_identical_requests_at_once_write_one_purchase(rules, api_key, member):
+    """Given 32 tills retrying the same sale at once, then exactly one purchase and one earn exist."""
+    import threading
+
+    from django.db import connection
+
+    barrier = threading.Barrier(32)
+    responses: list = []
+    body = {"receipt_number": "SAME", "amount": "42.00", "member_number": member.member_number}
+
+    def till(use_header: bool) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key[1]}")
+        try:
+            barrier.wait()
+            headers = {"Idempotency-Key": "same-key"} if use_header else None
+            responses.append(client.post("/api/v1/purchases", body, format="json", headers=headers))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=till, args=(i % 2 == 0,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(r.status_code for r in responses) == [200] * 31 + [201]
+    assert {r.json()["purchase_id"] for r in responses} == {Purchase.objects.get().pk}
+    assert LedgerEntry.objects.filter(kind="earn").count() == 1
+    member.points.refresh_from_db()
+    assert member.points.available == 42
