@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,11 +20,12 @@ from members.models import IdempotentRequest, Store
 
 
 class IdempotencyConflict(Exception):
-    """The key was used before for a different request."""
+    """The key was used before for a different request; `field` names where the key came from."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, field: str = "Idempotency-Key"):
         super().__init__(key)
         self.key = key
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def request_hash(payload: object) -> str:
 
 
 @transaction.atomic
-def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], Answer]) -> Answer:
+def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], Answer], field: str = "Idempotency-Key") -> Answer:
     """Run `write` once per (store, key); replay its answer, or refuse a different payload."""
     digest = request_hash(payload)
     record = IdempotentRequest(store=store, key=key, request_hash=digest, status_code=0, response={})
@@ -48,7 +50,7 @@ def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], A
     except IntegrityError:
         original = IdempotentRequest.objects.get(store=store, key=key)
         if original.request_hash != digest:
-            raise IdempotencyConflict(key) from None
+            raise IdempotencyConflict(key, field) from None
         return Answer(
             status_code=200 if original.status_code == 201 else original.status_code, body=original.response, replayed=True
         )
@@ -59,12 +61,17 @@ def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], A
 
 
 def idempotent_response(
-    request: Request, *, payload: object, natural_key: str | None, write: Callable[[], tuple[int, dict[str, object]]]
+    request: Request,
+    *,
+    payload: object,
+    natural_key: str | None,
+    write: Callable[[], tuple[int, dict[str, object]]],
+    natural_key_field: str = "",
 ) -> Response:
     """Answer an API write once per `Idempotency-Key` header, or else per natural key."""
     header = request.headers.get("Idempotency-Key", "").strip()
-    if len(header) > 150:
-        raise serializers.ValidationError({"Idempotency-Key": ["Use at most 150 characters."]})
+    if len(header) > 150 or "\x00" in header:
+        raise serializers.ValidationError({"Idempotency-Key": [_("Use at most 150 characters, and no NUL.")]})
     key = f"key:{header}" if header else natural_key
     if key is None:
         status_code, body = write()
@@ -74,5 +81,6 @@ def idempotent_response(
         key=key,
         payload={"path": request.path, "body": payload},
         write=lambda: Answer(*write()),
+        field="Idempotency-Key" if header else natural_key_field,
     )
     return Response(answer.body, status=answer.status_code)

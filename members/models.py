@@ -84,6 +84,10 @@ class MemberQuerySet(models.QuerySet["Member"]):
     def active(self) -> "MemberQuerySet":
         return self.filter(status=Member.Status.ACTIVE)
 
+    def with_email(self, email: str) -> "MemberQuerySet":
+        """Match an e-mail as the unique index does (LOWER), so a lookup never finds two."""
+        return self.annotate(email_lower=Lower("email")).filter(email_lower=email.strip().lower())
+
 
 def new_card_code() -> str:
     # 80 random bits in Crockford-style base32: scannable as Code 128 or QR, never guessable.

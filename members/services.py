@@ -15,6 +15,8 @@ from django.utils.translation import gettext as _
 
 from members.models import ApiKey, ConsentRecord, Member, Store, User
 
+EMAIL_LENGTH = 254
+
 
 class DuplicateMember(ValidationError):
     """The phone, e-mail or external reference already belongs to another member."""
@@ -40,11 +42,14 @@ def phone_normalise(raw: str, *, region: str | None = None) -> str:
 
 
 def email_normalise(raw: str) -> str:
+    """Return an e-mail address lower-cased, as it is stored and compared (by LOWER in the index)."""
     email = raw.strip().lower()
     try:
         validate_email(email)
     except ValidationError:
         raise ValidationError({"email": _("Enter a valid e-mail address.")}, code="invalid") from None
+    if len(email) > EMAIL_LENGTH:
+        raise ValidationError({"email": _("Use at most %(max)s characters.") % {"max": EMAIL_LENGTH}}, code="invalid")
     return email
 
 
@@ -68,12 +73,9 @@ def member_number_is_valid(number: str) -> bool:
 
 def _find_duplicate(*, phone: str | None, email: str, external_ref: str, exclude: int | None = None) -> None:
     others = Member.objects.exclude(pk=exclude) if exclude else Member.objects.all()
-    for field, value, lookup in (
-        ("phone", phone, "phone"),
-        ("email", email, "email__iexact"),
-        ("external_ref", external_ref, "external_ref"),
-    ):
-        if value and (existing := others.filter(**{lookup: value}).first()):
+    for field, value in (("phone", phone), ("email", email), ("external_ref", external_ref)):
+        matching = others.with_email(value) if field == "email" else others.filter(**{field: value})
+        if value and (existing := matching.first()):
             raise DuplicateMember(field=field, existing=existing)
 
 
@@ -105,6 +107,7 @@ def member_enrol(
         raise ValidationError({"gender": _("Choose a valid gender.")}, code="invalid")
     if channel not in Member.Channel.values:
         raise ValidationError({"channel": _("Choose a valid enrolment channel.")}, code="invalid")
+    external_ref = external_ref.strip()
     _find_duplicate(phone=phone_e164, email=email, external_ref=external_ref)
     now = timezone.now()
     member = Member(

@@ -1,3 +1,5 @@
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -163,6 +165,8 @@ class TermsAcceptanceAdmin(ReadOnlyMixin, admin.ModelAdmin):
 class AdjustPointsForm(forms.Form):
     points = forms.IntegerField(label=_("Points"), help_text=_("Positive to add, negative to take away."))
     reason = forms.CharField(label=_("Reason"), max_length=300, help_text=_("The member sees this next to the change."))
+    # One token a form: submitting it twice (a double click, a reload) adjusts once.
+    token = forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
 
 
 @admin.register(PointsAccount)
@@ -184,6 +188,7 @@ class PointsAccountAdmin(ReadOnlyMixin, admin.ModelAdmin):
                         points=form.cleaned_data["points"],
                         reason=form.cleaned_data["reason"],
                         by=request.user,  # type: ignore[arg-type]
+                        idempotency_key=f"admin-adjust:{form.cleaned_data['token']}",
                     )
                     done += 1
                 except (ValidationError, services.RewardsError, PermissionDenied) as error:

@@ -57,19 +57,42 @@ class ImportReport:
     written: bool = False
 
 
+SHAPE = "#shape"  # the key under which a row's malformation is reported
+
+
 def read_rows(path: Path | str, stream: IO[bytes] | None = None) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Return the header and (line number, row) pairs of a CSV or XLSX file."""
+    """Return the header and (line number, row) pairs of a CSV or XLSX file.
+
+    Values are trimmed; a row that does not fit the header, or holds a NUL character, carries
+    the problem under `SHAPE` so the caller reports it with its line number.
+    """
     name = str(path).lower()
     if name.endswith(".xlsx"):
-        return _xlsx_rows(stream or open(path, "rb"))
-    if name.endswith(".csv"):
-        text = _csv_text(path, stream)
-        reader = csv.reader(io.StringIO(text, newline=""))
+        header, rows = _xlsx_rows(stream or open(path, "rb"))  # noqa: SIM115 - the reader owns the file
+    elif name.endswith(".csv"):
+        reader = csv.reader(io.StringIO(_csv_text(path, stream), newline=""))
         header = [h.strip().lower() for h in next(reader, [])]
-        return header, (
-            (n, dict(zip(header, (v.strip() for v in row), strict=False))) for n, row in enumerate(reader, 2) if any(row)
-        )
-    raise ImportFileError(_("Use a .csv or .xlsx file."))
+        rows = ((n, values) for n, values in enumerate(reader, 2))
+    else:
+        raise ImportFileError(_("Use a .csv or .xlsx file."))
+    if not any(header):
+        raise ImportFileError(_("The file is empty: the first row must name the columns."))
+    return header, _shaped(header, rows)
+
+
+def _shaped(header: list[str], rows: Iterable[tuple[int, list[str]]]) -> Iterator[tuple[int, dict[str, str]]]:
+    for line, values in rows:
+        if not any(v.strip() for v in values):
+            continue
+        row = dict(zip(header, (v.replace("\x00", "").strip() for v in values), strict=False))
+        if len(values) != len(header):
+            row[SHAPE] = _("This row has %(found)s values but the header names %(expected)s columns.") % {
+                "found": len(values),
+                "expected": len(header),
+            }
+        elif any("\x00" in v for v in values):
+            row[SHAPE] = _("This row contains a NUL character.")
+        yield line, row
 
 
 def _csv_text(path: Path | str, stream: IO[bytes] | None) -> str:
@@ -80,7 +103,7 @@ def _csv_text(path: Path | str, stream: IO[bytes] | None) -> str:
         raise ImportFileError(_("The file is not UTF-8 text. Save it as “CSV UTF-8”.")) from None
 
 
-def _xlsx_rows(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+def _xlsx_rows(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     from openpyxl import load_workbook
 
     try:
@@ -91,18 +114,14 @@ def _xlsx_rows(stream: IO[bytes]) -> tuple[list[str], Iterator[tuple[int, dict[s
     header = [str(h or "").strip().lower() for h in next(values, ())]
 
     def cell(value: object) -> str:
-        if isinstance(value, dt.datetime):
-            return value.isoformat()
-        if isinstance(value, dt.date):
+        if isinstance(value, dt.datetime | dt.date):
             return value.isoformat()
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
-        return "" if value is None else str(value).strip()
+        return "" if value is None else str(value)
 
-    rows = (
-        (n, dict(zip(header, map(cell, row), strict=False))) for n, row in enumerate(values, 2) if any(v is not None for v in row)
-    )
-    return header, rows
+    # A spreadsheet row is as wide as the sheet; only the header's columns count.
+    return header, ((n, [cell(v) for v in row[: len(header)]]) for n, row in enumerate(values, 2))
 
 
 def _require(header: list[str], needed: set[str]) -> None:
@@ -152,7 +171,8 @@ PARSERS = r"""
 CREATE OR REPLACE FUNCTION pg_temp.import_moment(value text, zone text) RETURNS timestamptz AS $$
 BEGIN
     IF value ~ '^\d{8}$' THEN RETURN to_date(value, 'YYYYMMDD')::timestamp AT TIME ZONE zone; END IF;
-    IF value !~ '^\d{4}-\d{2}-\d{2}' THEN RETURN NULL; END IF;
+    -- Only the documented forms: no eras, no words, nothing PostgreSQL would guess at.
+    IF value !~ '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$' THEN RETURN NULL; END IF;
     IF value ~ '(Z|[+-]\d{2}(:?\d{2})?)$' AND length(value) > 10 THEN RETURN value::timestamptz; END IF;
     RETURN value::timestamp AT TIME ZONE zone;
 EXCEPTION WHEN others THEN RETURN NULL;
@@ -168,7 +188,7 @@ END $$ LANGUAGE plpgsql IMMUTABLE;
 PREPARE_ROWS = r"""
 DROP TABLE IF EXISTS pg_temp.import_row;
 CREATE TEMP TABLE import_row ON COMMIT DROP AS
-SELECT line, ref, moment_text, amount_text, receipt_given, store_code, quantity_text, category,
+SELECT line, shape, ref, moment_text, amount_text, receipt_given, store_code, quantity_text, category,
        pg_temp.import_moment(moment_text, %(tz)s) AS occurred_at,
        pg_temp.import_number(replace(amount_text, ',', '')) AS amount,
        CASE WHEN quantity_text = '' THEN 1 WHEN quantity_text ~ '^\d{{1,9}}$' THEN quantity_text::int END AS quantity,
@@ -177,12 +197,13 @@ SELECT line, ref, moment_text, amount_text, receipt_given, store_code, quantity_
            || '#' || row_number() OVER (
                PARTITION BY ref, moment_text, amount_text, store_text, quantity_text, category ORDER BY line),
            'UTF8')), 'hex'), 20)) AS receipt_number,
-       NULL::bigint AS store_id, NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
-FROM (SELECT line, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
+       NULL::bigint AS store_id, NULL::boolean AS store_active,
+       NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
+FROM (SELECT line, shape, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
              COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code, {store} AS store_text,
              {quantity} AS quantity_text, {category} AS category
       FROM import_raw) raw;
-UPDATE import_row r SET store_id = s.id FROM members_store s WHERE s.code = r.store_code;
+UPDATE import_row r SET store_id = s.id, store_active = s.is_active FROM members_store s WHERE s.code = r.store_code;
 """
 
 RESOLVE_MEMBERS = """
@@ -201,8 +222,16 @@ UPDATE import_row r SET member_number = m.member_number, member_status = m.statu
 CHECKS = r"""
 INSERT INTO import_error (line, code, value)
 SELECT DISTINCT ON (line) line, code, value FROM (
-    SELECT line, 1 AS rank, 'store' AS code, store_code AS value FROM import_row WHERE store_id IS NULL
-    UNION ALL SELECT line, 2, 'moment', moment_text FROM import_row WHERE occurred_at IS NULL
+    SELECT line, 0 AS rank, 'shape' AS code, shape AS value FROM import_row WHERE shape <> ''
+    UNION ALL SELECT line, 1, 'store', store_code FROM import_row WHERE store_id IS NULL
+    UNION ALL SELECT line, 1, 'store_closed', store_code FROM import_row WHERE NOT store_active
+    UNION ALL SELECT line, 2, 'moment', moment_text FROM import_row WHERE occurred_at IS NULL OR occurred_at < '1900-01-01'
+    UNION ALL SELECT line, 12, 'receipt_twice', receipt_number FROM (
+        SELECT line, receipt_number, row(member_id, amount, occurred_at, category) AS body,
+               first_value(row(member_id, amount, occurred_at, category))
+                   OVER (PARTITION BY store_id, receipt_number ORDER BY line) AS first_body
+        FROM import_row) twice
+        WHERE body IS DISTINCT FROM first_body
     UNION ALL SELECT line, 3, 'future', moment_text FROM import_row WHERE occurred_at > %(latest)s
     UNION ALL SELECT line, 4, 'amount', amount_text FROM import_row WHERE amount IS NULL
     UNION ALL SELECT line, 5, 'amount_positive', amount_text FROM import_row WHERE amount <= 0
@@ -237,7 +266,12 @@ FROM import_row r JOIN sale_source s ON s.ord = r.line WHERE r.category <> ''
 
 def _error_message(code: str, value: str) -> str:
     messages = {
+        "shape": lambda: value,
         "store": lambda: _("No store has the code “%(code)s”.") % {"code": value},
+        "store_closed": lambda: _("This store is closed."),
+        "receipt_twice": lambda: (
+            _("Receipt %(receipt)s appears earlier in the file with different details.") % {"receipt": value}
+        ),
         "moment": lambda: _("“%(value)s” is not a date (use 2026-03-01, 2026-03-01T09:30 or 20260301).") % {"value": value},
         "future": lambda: _("The purchase time cannot be in the future."),
         "amount": lambda: _("%(name)s “%(value)s” is not a number.") % {"name": _("amount"), "value": value},
@@ -255,35 +289,18 @@ def _error_message(code: str, value: str) -> str:
 
 
 def _copy_file(cursor: CursorWrapper, path: Path | str, stream: IO[bytes] | None) -> list[str]:
-    """COPY the file into `import_raw` (line, c0, c1, …); return the lower-cased header."""
-    name = str(path).lower()
-    if name.endswith(".csv"):
-        text = _csv_text(path, stream)
-        first, _newline, _rest = text.partition("\n")
-        header = [h.strip().lower() for h in next(csv.reader([first]), [])]
-        _create_raw(cursor, len(header))
-        columns = ", ".join(f"c{i}" for i in range(len(header)))
-        with cursor.copy(f"COPY import_raw ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
-            copy.write(text.encode())
-        return header
+    """Copy the file's rows into `import_raw` (line, shape, c0, c1, …); return the lower-cased header."""
     header, rows = read_rows(path, stream)
-    _create_raw(cursor, len(header), explicit_lines=True)
-    columns = ", ".join(["line", *(f"c{i}" for i in range(len(header)))])
-    with cursor.copy(f"COPY import_raw ({columns}) FROM STDIN") as copy:
+    _require(header, {"member_ref", "occurred_at", "amount"})
+    columns = ", ".join(f"c{i} text" for i in range(len(header)))
+    cursor.execute("DROP TABLE IF EXISTS pg_temp.import_raw")
+    cursor.execute(f"CREATE TEMP TABLE import_raw (line bigint, shape text, {columns}) ON COMMIT DROP")
+    names = ", ".join(["line", "shape", *(f"c{i}" for i in range(len(header)))])
+    # Rows are sent one by one, never as raw CSV text: a line holding only "\." would end COPY's input.
+    with cursor.copy(f"COPY import_raw ({names}) FROM STDIN") as copy:
         for line, row in rows:
-            copy.write_row([line, *(row.get(h, "") for h in header)])
+            copy.write_row([line, row.get(SHAPE, ""), *(row.get(h, "") for h in header)])
     return header
-
-
-def _create_raw(cursor: CursorWrapper, width: int, *, explicit_lines: bool = False) -> None:
-    columns = ", ".join(f"c{i} text" for i in range(width))
-    # Rows arrive in file order; the sequence numbers them as a spreadsheet would (header = 1).
-    cursor.execute(
-        "DROP TABLE IF EXISTS pg_temp.import_raw; DROP SEQUENCE IF EXISTS pg_temp.import_line;"
-        "CREATE TEMP SEQUENCE import_line START 2;"
-        f"CREATE TEMP TABLE import_raw (line bigint {'' if explicit_lines else 'DEFAULT nextval(' + repr('import_line') + ')'}, "
-        f"{columns}) ON COMMIT DROP"
-    )
 
 
 def _column(header: list[str], name: str) -> str:
@@ -401,6 +418,7 @@ def _enrol_unknown(cursor: CursorWrapper) -> int:
 # --- members -----------------------------------------------------------------------------
 
 MEMBER_FIELDS = ("external_ref", "phone", "email", "name", "birthday")
+MAX_OPENING_POINTS = 10**12
 
 
 def _member_row(row: dict[str, str], tz: zoneinfo.ZoneInfo) -> tuple[dict[str, object], int, dt.datetime | None]:
@@ -409,14 +427,21 @@ def _member_row(row: dict[str, str], tz: zoneinfo.ZoneInfo) -> tuple[dict[str, o
         person["phone"] = member_services.phone_normalise(row["phone"])
     if row.get("email"):
         person["email"] = member_services.email_normalise(row["email"])
-    for name in ("external_ref", "name"):
+    for name, longest in (("external_ref", 64), ("name", 150)):
+        if len(row.get(name, "")) > longest:
+            raise ValueError(_("%(field)s is longer than %(max)s characters.") % {"field": name, "max": longest})
         if row.get(name):
-            person[name] = row[name][:150]
+            person[name] = row[name]
     if row.get("birthday"):
         person["birthday"] = parse_moment(row["birthday"], tz).date()
-    points = int(row.get("opening_points") or 0)
-    if points < 0:
-        raise ValueError(_("opening_points cannot be negative."))
+    try:
+        points = int(row.get("opening_points") or 0)
+    except ValueError:
+        raise ValueError(
+            _("%(name)s “%(value)s” is not a number.") % {"name": "opening_points", "value": row["opening_points"]}
+        ) from None
+    if not 0 <= points <= MAX_OPENING_POINTS:
+        raise ValueError(_("opening_points must be between 0 and %(max)s.") % {"max": MAX_OPENING_POINTS})
     earned_on = parse_moment(row["opening_points_earned_on"], tz) if row.get("opening_points_earned_on") else None
     return person, points, earned_on
 
@@ -433,6 +458,9 @@ def import_members(
     in_file: dict[tuple[str, object], int] = {}
     for line, row in rows:
         report.rows += 1
+        if SHAPE in row:
+            report.errors.append(RowError(line, row[SHAPE]))
+            continue
         try:
             person, points, earned_on = _member_row(row, tz)
             for key in ("external_ref", "phone", "email"):
@@ -449,6 +477,7 @@ def import_members(
     existing = _existing_members(parsed)
     creates: list[tuple[int, dict[str, object], int, dt.datetime | None]] = []
     updates: list[tuple[Member, dict[str, object], int, dt.datetime | None]] = []
+    updated_on: dict[int, int] = {}
     for line, person, points, earned_on in parsed:
         keys = [(key, person[key]) for key in ("external_ref", "phone", "email") if key in person]
         matches = {existing[key] for key in keys if key in existing}
@@ -456,7 +485,13 @@ def import_members(
             numbers = ", ".join(sorted(m.member_number for m in matches))
             report.errors.append(RowError(line, _("The row matches several members: %(numbers)s.") % {"numbers": numbers}))
         elif matches:
-            updates.append((matches.pop(), person, points, earned_on))
+            member = matches.pop()
+            if member.pk in updated_on:
+                message = _("This row and line %(line)s are the same member.") % {"line": updated_on[member.pk]}
+                report.errors.append(RowError(line, message))
+                continue
+            updated_on[member.pk] = line
+            updates.append((member, person, points, earned_on))
         elif "phone" not in person and "email" not in person:
             report.errors.append(RowError(line, _("A new member needs a phone number or an e-mail address.")))
         else:

@@ -66,7 +66,7 @@ def member_payload(member: Member) -> dict[str, object]:
 class MemberCreateApi(APIView):
     class MemberInputSerializer(serializers.Serializer):
         phone = serializers.CharField(required=False, allow_blank=True, max_length=32)
-        email = serializers.EmailField(required=False, allow_blank=True)
+        email = serializers.EmailField(required=False, allow_blank=True, max_length=254)
         name = serializers.CharField(required=False, allow_blank=True, max_length=150)
         birthday = serializers.DateField(required=False, allow_null=True)
         external_ref = serializers.CharField(required=False, allow_blank=True, max_length=64)
@@ -92,6 +92,9 @@ class MemberCreateApi(APIView):
             return status.HTTP_201_CREATED, member_payload(member)
 
         return idempotent_response(request, payload=data.validated_data, natural_key=None, write=enrol)
+
+
+LOOKUPS = {"phone": "phone", "card": "card_code", "member_number": "member_number", "external_ref": "external_ref"}
 
 
 class MemberLookupSerializer(serializers.Serializer):
@@ -122,8 +125,8 @@ class MemberLookupApi(APIView):
                 value = member_services.phone_normalise(value)
             except DjangoValidationError as error:
                 raise serializers.ValidationError(error.message_dict) from None
-        lookup = {"email": "email__iexact", "card": "card_code"}.get(field, field)
-        member = get_object_or_404(Member, **{lookup: value})
+        members = Member.objects.with_email(value) if field == "email" else Member.objects.filter(**{LOOKUPS[field]: value})
+        member = get_object_or_404(members)
         return Response(member_payload(member))
 
 

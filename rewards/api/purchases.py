@@ -129,7 +129,11 @@ class PurchaseCreateApi(APIView):
             return status.HTTP_201_CREATED if result.created else status.HTTP_200_OK, purchase_payload(result)
 
         return idempotent_response(
-            request, payload=data.validated_data, natural_key=f"receipt:{data.validated_data['receipt_number']}", write=write
+            request,
+            payload=data.validated_data,
+            natural_key=f"receipt:{data.validated_data['receipt_number']}",
+            natural_key_field="receipt_number",
+            write=write,
         )
 
 

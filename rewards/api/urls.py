@@ -1,12 +1,27 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from rewards.api import members, purchases
+
+
+class MemberNumberConverter:
+    """Only digits reach a view: anything else is a 404, never a query."""
+
+    regex = "[0-9]{1,12}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(MemberNumberConverter, "member_number")
 
 urlpatterns = [
     path("members", members.MemberCreateApi.as_view(), name="api-members"),
     path("members/lookup", members.MemberLookupApi.as_view(), name="api-members-lookup"),
-    path("members/<str:member_number>", members.MemberDetailApi.as_view(), name="api-member"),
-    path("members/<str:member_number>/ledger", members.MemberLedgerApi.as_view(), name="api-member-ledger"),
+    path("members/<member_number:member_number>", members.MemberDetailApi.as_view(), name="api-member"),
+    path("members/<member_number:member_number>/ledger", members.MemberLedgerApi.as_view(), name="api-member-ledger"),
     path("purchases", purchases.PurchaseCreateApi.as_view(), name="api-purchases"),
     path("purchases/batch", purchases.PurchaseBatchApi.as_view(), name="api-purchases-batch"),
     path("purchases/<int:purchase_id>/returns", purchases.ReturnCreateApi.as_view(), name="api-purchase-returns"),

@@ -1,4 +1,5 @@
 import datetime as dt
+from uuid import uuid4
 
 import pytest
 from django.urls import reverse
@@ -74,9 +75,19 @@ def test_the_adjust_points_action_goes_through_the_service(admin_client, earned)
     admin_client.post(url, {"action": "adjust_points", "_selected_action": [earned.pk], "apply": "1", "points": "", "reason": ""})
     assert LedgerEntry.objects.filter(kind="adjustment").count() == 0
 
-    admin_client.post(
-        url, {"action": "adjust_points", "_selected_action": [earned.pk], "apply": "1", "points": "-10", "reason": "Double scan"}
-    )
+    token = form.context["form"]["token"].value()
+    for _twice in range(2):  # a double click
+        admin_client.post(
+            url,
+            {
+                "action": "adjust_points",
+                "_selected_action": [earned.pk],
+                "apply": "1",
+                "points": "-10",
+                "reason": "Double scan",
+                "token": token,
+            },
+        )
     entry = LedgerEntry.objects.get(kind="adjustment")
     assert (entry.points, entry.reason, entry.actor) == (-10, "Double scan", admin_client.user)
     assert PointsAccount.objects.get(pk=earned.pk).available == 30
@@ -85,7 +96,17 @@ def test_the_adjust_points_action_goes_through_the_service(admin_client, earned)
 def test_a_marketer_cannot_adjust_points_from_the_admin(client, roles, earned):
     client.force_login(UserFactory(role="Marketer"))
     url = reverse("admin:rewards_pointsaccount_changelist")
-    client.post(url, {"action": "adjust_points", "_selected_action": [earned.pk], "apply": "1", "points": "500", "reason": "x"})
+    client.post(
+        url,
+        {
+            "action": "adjust_points",
+            "_selected_action": [earned.pk],
+            "apply": "1",
+            "points": "500",
+            "reason": "x",
+            "token": str(uuid4()),
+        },
+    )
     assert not LedgerEntry.objects.filter(kind="adjustment").exists()
 
 

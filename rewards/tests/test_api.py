@@ -381,3 +381,27 @@ def test_32_identical_requests_at_once_write_one_purchase(rules, api_key, member
     assert LedgerEntry.objects.filter(kind="earn").count() == 1
     member.points.refresh_from_db()
     assert member.points.available == 42
+
+
+def test_a_nul_in_an_address_or_header_is_a_4xx_not_a_500(rules, api, member):
+    problem_of(api.get("/api/v1/members/%00"), 404)
+    problem_of(api.get("/api/v1/members/%00/ledger"), 404)
+    response = purchase(api, headers={"Idempotency-Key": "a\x00b"})
+    assert "Idempotency-Key" in problem_of(response, 400)["errors"]
+    assert not Purchase.objects.exists()
+
+
+def test_an_overlong_email_is_a_400(rules, api):
+    assert "email" in problem_of(api.post("/api/v1/members", {"email": "a" * 300 + "@example.com"}, format="json"), 400)["errors"]
+    assert not Member.objects.exists()
+
+
+def test_emails_are_compared_as_the_unique_index_compares_them(rules, api):
+    member_services.member_enrol(channel="api", email="sam@example.com")
+    member_services.member_enrol(channel="api", email="ſam@example.com")  # a long s: different under LOWER
+    assert api.get("/api/v1/members/lookup", {"email": "SAM@example.com"}).status_code == 200
+
+
+def test_a_conflicting_receipt_names_the_receipt_number(rules, api):
+    purchase(api)
+    assert "receipt_number" in problem_of(purchase(api, amount="43.00"), 409)["errors"]

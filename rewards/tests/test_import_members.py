@@ -67,3 +67,29 @@ OLD-1,13900000006,,Same ref as line 2,,,
         run(tmp_path, body)
     assert Member.objects.count() == 2
     assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("X" * 65 + ",13900000001,,Long ref,,0,", "longer than 64"),
+        ("OLD-9,13900000001,,Rich,,99999999999999999999,", "opening_points"),
+        ("OLD-9,13900000001," + "a" * 250 + "@example.com,Long mail,,0,", "email"),
+    ],
+)
+def test_member_rows_out_of_bounds_are_line_errors(rules, tmp_path, body, message):
+    path = tmp_path / "members.csv"
+    path.write_text(f"{HEADER}\n{body}\n", encoding="utf-8")
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_members", str(path), stdout=io.StringIO(), stderr=err)
+    assert "line 2" in err.getvalue()
+    assert message in err.getvalue()
+    assert not Member.objects.exists()
+
+
+def test_two_rows_for_one_existing_member_are_refused(rules, tmp_path):
+    member_services.member_enrol(channel="counter", phone="13800138000", email="mei@example.com", external_ref="OLD-1")
+    with pytest.raises(CommandError, match="1 invalid"):
+        run(tmp_path, "OLD-1,,,Mei,,10,\n,,mei@example.com,Mei,,20,")
+    assert not LedgerEntry.objects.exists()

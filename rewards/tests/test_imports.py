@@ -172,3 +172,48 @@ def test_dates_in_each_accepted_format(rules, store, known, tmp_path):
         p.astimezone(rules.programme.tz).strftime("%m-%d %H:%M") for p in Purchase.objects.values_list("occurred_at", flat=True)
     )
     assert local == ["03-01 00:00", "03-02 00:00", "03-03 10:15", "03-04 10:15", "03-05 09:15"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("OLD-1,20260301,10\n\\.\nOLD-1,20260302,10", "line 4: This row has 1 values"),  # COPY's end-of-data marker, as data
+        ("OLD-1,20260301,10,extra", "4 values but the header names 3"),
+        ("OLD-1,2024-01-05 BC,10", "is not a date"),
+        ("OLD-1,0001-01-01,10", "is not a date"),
+        ("OLD-1,20260301,1\x000", "NUL"),
+    ],
+)
+def test_malformed_rows_are_line_errors_and_nothing_is_written(rules, store, known, tmp_path, body, message):
+    path = tmp_path / "p.csv"
+    path.write_text(f"member_ref,occurred_at,amount\nOLD-1,20260301,5\n{body}\n", encoding="utf-8")
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_purchases", str(path), "--store", store.code, stdout=io.StringIO(), stderr=err)
+    assert message in err.getvalue()
+    assert not Purchase.objects.exists()
+
+
+def test_an_empty_file_is_a_clear_error(rules, store, tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("", encoding="utf-8")
+    with pytest.raises(CommandError, match="empty"):
+        run(str(path), "--store", store.code)
+
+
+def test_one_receipt_twice_with_different_details_is_refused(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount,receipt_number\nOLD-1,20260301,10,R-1\nOLD-1,20260301,11,R-1\n")
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("import_purchases", str(path), "--store", store.code, stdout=io.StringIO(), stderr=err)
+    assert "line 3" in err.getvalue()
+    assert not Purchase.objects.exists()
+
+
+def test_a_closed_store_cannot_receive_an_import(rules, store, known, tmp_path):
+    store.is_active = False
+    store.save()
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,20260301,10\n")
+    with pytest.raises(CommandError):
+        run(str(path), "--store", store.code)
+    assert not Purchase.objects.exists()
