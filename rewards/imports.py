@@ -193,14 +193,14 @@ SELECT line, shape, ref, moment_text, amount_text, receipt_given, store_code, qu
        pg_temp.import_number(replace(amount_text, ',', '')) AS amount,
        CASE WHEN quantity_text = '' THEN 1 WHEN quantity_text ~ '^\d{{1,9}}$' THEN quantity_text::int END AS quantity,
        COALESCE(NULLIF(receipt_given, ''), 'IMP-' || left(encode(sha256(convert_to(
-           concat_ws('|', ref, moment_text, amount_text, store_text, quantity_text, category)
+           concat_ws('|', ref, moment_text, amount_text, store_code, quantity_text, category)
            || '#' || row_number() OVER (
-               PARTITION BY ref, moment_text, amount_text, store_text, quantity_text, category ORDER BY line),
+               PARTITION BY ref, moment_text, amount_text, store_code, quantity_text, category ORDER BY line),
            'UTF8')), 'hex'), 20)) AS receipt_number,
        NULL::bigint AS store_id, NULL::boolean AS store_active,
        NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
 FROM (SELECT line, shape, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
-             COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code, {store} AS store_text,
+             COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code,
              {quantity} AS quantity_text, {category} AS category
       FROM import_raw) raw;
 UPDATE import_row r SET store_id = s.id, store_active = s.is_active FROM members_store s WHERE s.code = r.store_code;

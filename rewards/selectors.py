@@ -67,12 +67,29 @@ ORDER BY l.account_id, l.id
 """
 
 EARN_DRIFT_SQL = """
-SELECT p.member_id,
-       format('purchase %s earned %s points but its earn entry says %s', p.id, p.points_earned, COALESCE(e.points, 0))
+SELECT COALESCE(p.member_id, e.account_id),
+       format('purchase %s earned %s points but its earn entry gives %s to member %s',
+              p.id, p.points_earned, COALESCE(e.points, 0), e.account_id)
 FROM rewards_purchase p
 LEFT JOIN rewards_ledgerentry e ON e.purchase_id = p.id AND e.kind = 'earn'
-WHERE p.member_id IS NOT NULL AND p.points_earned <> COALESCE(e.points, 0)
-ORDER BY p.member_id
+WHERE (p.member_id IS NOT NULL AND p.points_earned <> COALESCE(e.points, 0))
+   OR e.account_id IS DISTINCT FROM p.member_id AND e.id IS NOT NULL
+ORDER BY 1
+"""
+
+RETURN_DRIFT_SQL = """
+SELECT p.member_id,
+       format('return %s took back %s points but its entry says %s', r.id, r.points_clawed_back, COALESCE(-e.points, 0))
+FROM rewards_return r
+JOIN rewards_purchase p ON p.id = r.purchase_id
+LEFT JOIN rewards_ledgerentry e ON e.return_record_id = r.id AND e.kind = 'clawback'
+WHERE r.points_clawed_back <> COALESCE(-e.points, 0)
+UNION ALL
+SELECT p.member_id, format('purchase %s earned %s points but returns took back %s', p.id, p.points_earned, -SUM(e.points))
+FROM rewards_purchase p
+JOIN rewards_ledgerentry e ON e.purchase_id = p.id AND e.kind = 'clawback'
+GROUP BY p.id HAVING -SUM(e.points) > p.points_earned
+ORDER BY 1
 """
 
 
@@ -80,7 +97,7 @@ def ledger_drift() -> list[Drift]:
     """Reconcile every account against its entries and lots; an empty list means no drift."""
     drifts: list[Drift] = []
     with connection.cursor() as cursor:
-        for sql in (ACCOUNT_DRIFT_SQL, LOT_DRIFT_SQL, EARN_DRIFT_SQL):
+        for sql in (ACCOUNT_DRIFT_SQL, LOT_DRIFT_SQL, EARN_DRIFT_SQL, RETURN_DRIFT_SQL):
             cursor.execute(sql)
             drifts.extend(Drift(member_id=row[0], problem=row[1]) for row in cursor.fetchall())
     return drifts

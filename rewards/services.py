@@ -691,11 +691,11 @@ def purchase_return(
 # --- spending and adjustments ----------------------------------------------------------
 
 
-def _replayed(idempotency_key: str | None, account: PointsAccount, points: int) -> LedgerEntry | None:
+def _replayed(idempotency_key: str | None, account: PointsAccount, points: int, kind: str) -> LedgerEntry | None:
     if not idempotency_key:
         return None
     original = LedgerEntry.objects.filter(account=account, idempotency_key=idempotency_key).first()
-    if original is not None and original.points == points:
+    if original is not None and (original.points, original.kind) == (points, kind):
         return original
     if original is not None:
         raise ReplayConflict(_("This request was already made with different details."), field="idempotency_key")
@@ -720,7 +720,7 @@ def points_spend(
     if errors:
         raise ValidationError(errors)
     account = _account_locked(member)
-    if replay := _replayed(idempotency_key, account, -points):
+    if replay := _replayed(idempotency_key, account, -points, LedgerEntry.Kind.SPEND):
         return replay
     if account.owed:
         raise PointsOwed(
@@ -763,7 +763,7 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
     if errors:
         raise ValidationError(errors)
     account = _account_locked(member)
-    if replay := _replayed(idempotency_key, account, points):
+    if replay := _replayed(idempotency_key, account, points, LedgerEntry.Kind.ADJUSTMENT):
         return replay
     now = timezone.now()
     fields = {"reason": reason.strip(), "actor": by, "idempotency_key": idempotency_key}

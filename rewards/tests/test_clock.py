@@ -133,3 +133,14 @@ def test_the_schedule_is_defined_in_code_for_registered_tasks():
     app.loader.import_default_modules()
     assert tasks_in_code <= set(app.tasks.keys())
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+@pytest.mark.django_db
+def test_ledger_check_catches_a_return_that_disagrees_with_its_entry(rules, store, member):
+    from rewards.models import Return
+
+    sale = services.purchase_record(store=store, receipt_number="R-1", amount="10", member=member).purchase
+    services.purchase_return(purchase=sale, return_number="X-1", amount="5")
+    assert ledger_drift() == []
+    Return.objects.update(points_clawed_back=4)
+    assert [d.problem for d in ledger_drift()] == [f"return {Return.objects.get().pk} took back 4 points but its entry says 5"]
