@@ -205,23 +205,12 @@ def setup(members: int, per_member: int) -> tuple[str, int, int]:
     return raw_key, store.pk, rules.pk
 
 
-def start_gunicorn() -> subprocess.Popen:
+def start_gunicorn(spec: str) -> subprocess.Popen:
+    worker_class, workers, threads = spec.split(":")
     server = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "loyalty_site.wsgi",
-            "--bind",
-            f"127.0.0.1:{PORT}",
-            "--workers",
-            "4",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "4",
-            "--log-level",
-            "warning",
+            *(sys.executable, "-m", "gunicorn", "loyalty_site.wsgi", "--bind", f"127.0.0.1:{PORT}", "--log-level", "warning"),
+            *("--worker-class", worker_class, "--workers", workers, "--threads", threads),
         ],
         cwd=ROOT,
         env={**os.environ},
@@ -277,6 +266,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="per client")
     parser.add_argument("--import-rows", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["api", "import"], help="run one part only")
+    parser.add_argument("--server", default="gthread:4:4", help="gunicorn worker class:workers:threads")
     options = parser.parse_args()
 
     key, store, rules = setup(options.members, options.per_member)
@@ -300,7 +290,7 @@ def bench_api(
 ) -> dict[str, dict[str, float]]:
     member_ids = [first + i for i in range(options.members)]
     results: dict[str, dict[str, float]] = {}
-    server = start_gunicorn()
+    server = start_gunicorn(options.server)
     try:
         n, c = options.requests, options.clients
         _http_worker(("read", key, 99, 50, member_numbers, "warm"))  # warm every worker's connection
