@@ -155,13 +155,6 @@ def member_consent_set(*, member: Member, channel: str, granted: bool, source: s
     return member
 
 
-def store_create(*, code: str, name: str, timezone_name: str = "Asia/Shanghai", address: str = "") -> Store:
-    store = Store(code=code, name=name, timezone=timezone_name, address=address)
-    store.full_clean()
-    store.save()
-    return store
-
-
 def _key_hash(raw_key: str) -> str:
     # Keys carry 190 random bits, so a plain SHA-256 is enough: nothing to brute-force.
     return hashlib.sha256(raw_key.encode()).hexdigest()

@@ -165,7 +165,6 @@ def _messages(error: ValidationError) -> str:
 # `bulk.write_staged_sales` as for a till's batch. Python touches only the distinct phone numbers.
 
 PHASES = ("reading the file", "checking every row", "recording purchases", "settling old points")
-PURCHASE_COLUMNS = ("member_ref", "occurred_at", "amount", "receipt_number", "store", "quantity", "category")
 
 PARSERS = r"""
 CREATE OR REPLACE FUNCTION pg_temp.import_moment(value text, zone text) RETURNS timestamptz AS $$

@@ -118,18 +118,6 @@ def rules_in_force(*, at: dt.datetime | None = None) -> ProgrammeRules:
     return rules
 
 
-def rules_publish(*, by: User | None, effective_from: dt.datetime | None = None, **fields: object) -> ProgrammeRules:
-    """Record a new version of the rules; versions already in force are never edited."""
-    programme = programme_get()
-    effective_from = effective_from or timezone.now()
-    if effective_from < timezone.now() - CLOCK_SKEW:
-        raise ValidationError({"effective_from": _("New rules cannot start in the past.")})
-    rules = ProgrammeRules(programme=programme, effective_from=effective_from, created_by=by, **fields)
-    rules.full_clean()
-    rules.save()
-    return rules
-
-
 def terms_current(*, at: dt.datetime | None = None) -> TermsVersion | None:
     return TermsVersion.objects.filter(published_at__lte=at or timezone.now()).order_by("-published_at").first()
 
