@@ -74,7 +74,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             status.HTTP_409_CONFLICT,
             "conflict",
             _("This request was already made with different details."),
-            errors={exc.field: [_("This key was used for a different request.")]},
+            errors={"Idempotency-Key": [_("This key was used for a different request.")]},
         )
     if isinstance(exc, rewards.RewardsError):
         status_code = (

@@ -1,8 +1,13 @@
 """Answer a retried write with the answer it got the first time.
 
 The answer is stored in the same transaction as the write, keyed by store and a natural key
-(a receipt number) or the client's `Idempotency-Key` header. A concurrent twin waits on the
-unique index until the first commits, then reads its answer.
+(a receipt number) or the client's `Idempotency-Key` header.
+
+- With a header, the key is claimed before the write: a concurrent twin waits on the unique
+  index until the first commits, then reads its answer.
+- With a natural key, the service already tells a replay from a new write by that key (and
+  refuses a different body under it), so the answer is only stored after the write: no claim
+  row to insert and update on the hot path of every sale.
 """
 
 import hashlib
@@ -20,12 +25,11 @@ from members.models import IdempotentRequest, Store
 
 
 class IdempotencyConflict(Exception):
-    """The key was used before for a different request; `field` names where the key came from."""
+    """The `Idempotency-Key` was used before for a different request."""
 
-    def __init__(self, key: str, field: str = "Idempotency-Key"):
+    def __init__(self, key: str):
         super().__init__(key)
         self.key = key
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ def request_hash(payload: object) -> str:
 
 
 @transaction.atomic
-def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], Answer], field: str = "Idempotency-Key") -> Answer:
+def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], Answer]) -> Answer:
     """Run `write` once per (store, key); replay its answer, or refuse a different payload."""
     digest = request_hash(payload)
     record = IdempotentRequest(store=store, key=key, request_hash=digest, status_code=0, response={})
@@ -50,7 +54,7 @@ def idempotent(*, store: Store, key: str, payload: object, write: Callable[[], A
     except IntegrityError:
         original = IdempotentRequest.objects.get(store=store, key=key)
         if original.request_hash != digest:
-            raise IdempotencyConflict(key, field) from None
+            raise IdempotencyConflict(key) from None
         return Answer(
             status_code=200 if original.status_code == 201 else original.status_code, body=original.response, replayed=True
         )
@@ -66,21 +70,31 @@ def idempotent_response(
     payload: object,
     natural_key: str | None,
     write: Callable[[], tuple[int, dict[str, object]]],
-    natural_key_field: str = "",
 ) -> Response:
     """Answer an API write once per `Idempotency-Key` header, or else per natural key."""
     header = request.headers.get("Idempotency-Key", "").strip()
     if len(header) > 150 or "\x00" in header:
         raise serializers.ValidationError({"Idempotency-Key": [_("Use at most 150 characters, and no NUL.")]})
-    key = f"key:{header}" if header else natural_key
-    if key is None:
-        status_code, body = write()
-        return Response(body, status=status_code)
-    answer = idempotent(
-        store=request.auth.store,  # type: ignore[union-attr]
-        key=key,
-        payload={"path": request.path, "body": payload},
-        write=lambda: Answer(*write()),
-        field="Idempotency-Key" if header else natural_key_field,
-    )
+    store = request.auth.store  # type: ignore[union-attr]
+    payload = {"path": request.path, "body": payload}
+    if header:
+        answer = idempotent(store=store, key=f"key:{header}", payload=payload, write=lambda: Answer(*write()))
+    elif natural_key is not None:
+        answer = remembered(store=store, key=natural_key, payload=payload, write=lambda: Answer(*write()))
+    else:
+        answer = Answer(*write())
     return Response(answer.body, status=answer.status_code)
+
+
+@transaction.atomic
+def remembered(*, store: Store, key: str, payload: object, write: Callable[[], Answer]) -> Answer:
+    """Run a write that deduplicates itself by `key` (201 when new, 200 when a replay); keep its first answer."""
+    answer = write()
+    if answer.status_code == 201:
+        IdempotentRequest.objects.create(
+            store=store, key=key, request_hash=request_hash(payload), status_code=201, response=answer.body
+        )
+        return answer
+    original = IdempotentRequest.objects.filter(store=store, key=key).first()
+    # A sale first recorded another way (the counter, an import) has no stored answer: describe it as it is now.
+    return Answer(status_code=200, body=original.response if original else answer.body, replayed=True)

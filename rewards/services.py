@@ -191,8 +191,11 @@ def _check_member(member: Member | None, errors: dict[str, str]) -> None:
 
 
 def _account_locked(member: Member) -> PointsAccount:
-    PointsAccount.objects.bulk_create([PointsAccount(member=member)], ignore_conflicts=True)
-    return PointsAccount.objects.select_for_update().get(member=member)
+    account = PointsAccount.objects.select_for_update().filter(member=member).first()
+    if account is None:  # a member's first points: create the account, or wait for a twin creating it
+        PointsAccount.objects.bulk_create([PointsAccount(member=member)], ignore_conflicts=True)
+        account = PointsAccount.objects.select_for_update().get(member=member)
+    return account
 
 
 def _save_account(account: PointsAccount) -> None:

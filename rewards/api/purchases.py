@@ -13,7 +13,7 @@ from members.api_problems import problems
 from members.idempotency import idempotent_response
 from members.models import Member
 from rewards import bulk, selectors, services
-from rewards.models import Purchase
+from rewards.models import PointsAccount, Purchase
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -36,11 +36,12 @@ class BalanceSerializer(serializers.Serializer):
     owed = serializers.IntegerField()
 
 
-def balance_of(member: Member | None) -> dict[str, int] | None:
-    if member is None:
-        return None
-    account = selectors.account_for(member)
+def _balance(account: PointsAccount) -> dict[str, int]:
     return {"available": account.available, "pending": account.pending, "owed": account.owed}
+
+
+def balance_of(member: Member | None) -> dict[str, int] | None:
+    return None if member is None else _balance(selectors.account_for(member))
 
 
 class PurchaseResultSerializer(serializers.Serializer):
@@ -56,9 +57,9 @@ class PurchaseResultSerializer(serializers.Serializer):
 
 def purchase_payload(result: services.PurchaseResult) -> dict[str, object]:
     entries = [result.entry] if result.entry else []
-    return PurchaseResultSerializer(
-        {"purchase": result.purchase, "entries": entries, "balance": balance_of(result.purchase.member)}
-    ).data
+    # The earn entry holds the account as the service left it, under its lock: no second read.
+    balance = balance_of(result.purchase.member) if result.entry is None or not result.created else _balance(result.entry.account)
+    return PurchaseResultSerializer({"purchase": result.purchase, "entries": entries, "balance": balance}).data
 
 
 class LineSerializer(serializers.Serializer):
@@ -132,7 +133,6 @@ class PurchaseCreateApi(APIView):
             request,
             payload=data.validated_data,
             natural_key=f"receipt:{data.validated_data['receipt_number']}",
-            natural_key_field="receipt_number",
             write=write,
         )
 

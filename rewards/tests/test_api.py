@@ -8,7 +8,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from members import services as member_services
-from members.models import Member
+from members.models import ApiKey, Member
 from members.tests.factories import MemberFactory, StoreFactory
 from rewards import services
 from rewards.models import LedgerEntry, Purchase, Return
@@ -59,6 +59,15 @@ def test_no_key_wrong_key_and_revoked_key_are_refused(rules, store, api_key):
     response = revoked.post("/api/v1/purchases", {"receipt_number": "R-1", "amount": "10"}, format="json")
     assert problem_of(response, 401)
     assert not Purchase.objects.exists()
+
+
+def test_a_key_revoked_by_another_web_process_stops_working_within_the_cache_time(rules, api, api_key, monkeypatch):
+    lookup = "/api/v1/members/lookup?member_number=0000000000"
+    assert api.get(lookup).status_code == 404  # the key works, and this process remembers it
+    ApiKey.objects.filter(pk=api_key[0].pk).update(revoked_at=timezone.now())  # revoked elsewhere
+    assert api.get(lookup).status_code == 404  # still remembered here, for at most the cache time
+    monkeypatch.setattr(member_services, "API_KEY_CACHE_SECONDS", 0)
+    assert problem_of(api.get(lookup), 401)
 
 
 def test_a_key_records_when_it_was_last_used(rules, api, api_key):
