@@ -266,3 +266,64 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class NotificationKind(models.TextChoices):
+    POINTS_EARNED = "points_earned", _("Points earned")
+    POINTS_EXPIRING = "points_expiring", _("Points expiring soon")
+    POINTS_LAST_CHANCE = "points_last_chance", _("Last chance before points expire")
+    TIER_UP = "tier_up", _("New tier")
+    TIER_KEPT = "tier_kept", _("Tier kept")
+    TIER_LOWERED = "tier_lowered", _("Tier lowered")
+    BIRTHDAY_BONUS = "birthday_bonus", _("Birthday bonus")
+    VOUCHER_ISSUED = "voucher_issued", _("Voucher issued")
+    VOUCHER_EXPIRING = "voucher_expiring", _("Voucher expiring soon")
+
+
+class DeliveryStatus(models.TextChoices):
+    NOT_SENT = "", _("Inbox only")
+    PENDING = "pending", _("Waiting to be sent")
+    SENT = "sent", _("Sent")
+    NO_CONSENT = "no_consent", _("Not sent: no consent")
+    NO_ADDRESS = "no_address", _("Not sent: no address")
+    FAILED = "failed", _("Failed")
+
+
+class Notification(models.Model):
+    """One message to a member: always in the portal inbox, and by e-mail or SMS when they agreed.
+
+    Written in the member's language when created, so the inbox reads the same later. `key` makes
+    each message once-only (a job run twice, a task delivered twice).
+    """
+
+    Kind = NotificationKind
+    Delivery = DeliveryStatus
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(_("kind"), max_length=30, choices=Kind.choices)
+    key = models.CharField(max_length=120, editable=False, help_text="Makes the message once-only per member.")
+    subject = models.CharField(_("subject"), max_length=200)
+    body = models.TextField(_("message"))
+    link = models.CharField(_("link"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    read_at = models.DateTimeField(_("read"), null=True, blank=True)
+    email_status = models.CharField(_("e-mail"), max_length=12, choices=Delivery.choices, blank=True, default="")
+    sms_status = models.CharField(_("SMS"), max_length=12, choices=Delivery.choices, blank=True, default="")
+    delivered_at = models.DateTimeField(_("delivered"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["member", "-created_at"], name="notification_member_recent"),
+            models.Index(fields=["member"], condition=models.Q(read_at__isnull=True), name="notification_unread"),
+        ]
+        verbose_name = _("notification")
+        verbose_name_plural = _("notifications")
+        constraints = [
+            models.UniqueConstraint(fields=["member", "key"], name="notification_once_per_key"),
+            models.CheckConstraint(condition=models.Q(kind__in=NotificationKind.values), name="notification_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.subject}"

@@ -122,6 +122,21 @@ class ProgrammeRules(models.Model):
     min_redemption_points = models.PositiveIntegerField(
         _("minimum points per redemption"), default=0, help_text=_("0 lets members spend any amount.")
     )
+    birthday_bonus_points = models.PositiveIntegerField(
+        _("birthday bonus points"), default=0, help_text=_("For members without a tier; each tier sets its own.")
+    )
+    expiry_reminder_days = models.PositiveSmallIntegerField(
+        _("remind this many days before points expire"), default=30, help_text=_("0 sends no early reminder.")
+    )
+    expiry_last_chance_days = models.PositiveSmallIntegerField(
+        _("last-chance reminder, days before expiry"), default=3, help_text=_("0 sends no last-chance message.")
+    )
+    voucher_reminder_days = models.PositiveSmallIntegerField(
+        _("remind this many days before a voucher expires"), default=3, help_text=_("0 sends no reminder.")
+    )
+    refund_expired_vouchers = models.BooleanField(
+        _("give points back for expired vouchers"), default=False, help_text=_("Otherwise an unused voucher's points are gone.")
+    )
     change_note = models.CharField(_("why this change"), max_length=200, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
@@ -552,3 +567,403 @@ class LotAllocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.points} from lot {self.lot_id}"
+
+
+# --- tiers ----------------------------------------------------------------------------
+
+
+class TierMetric(models.TextChoices):
+    SPEND = "spend", _("Amount spent")
+    POINTS = "points", _("Points earned")
+    PURCHASES = "purchases", _("Number of purchases")
+
+
+class TierWindow(models.TextChoices):
+    ROLLING = "rolling", _("The last N months")
+    CALENDAR_YEAR = "calendar_year", _("This calendar year")
+    LIFETIME = "lifetime", _("Since joining")
+
+
+class Tier(models.Model):
+    """A level members unlock by what they do (or by invitation), with the benefits it brings."""
+
+    Metric = TierMetric
+    Window = TierWindow
+
+    programme = models.ForeignKey(Programme, on_delete=models.CASCADE, related_name="tiers")
+    code = models.SlugField(_("code"), max_length=30, unique=True)
+    name = models.CharField(_("name"), max_length=60)
+    rank = models.PositiveSmallIntegerField(_("rank"), unique=True, help_text=_("Higher ranks are better tiers."))
+    metric = models.CharField(_("qualifies by"), max_length=10, choices=Metric.choices, default=Metric.SPEND)
+    entry_threshold = models.DecimalField(
+        _("to reach"), **AMOUNT, validators=[MinValueValidator(Decimal(0))], help_text=_("Amount, points or purchases.")
+    )
+    retain_threshold = models.DecimalField(
+        _("to keep"), **AMOUNT, validators=[MinValueValidator(Decimal(0))], help_text=_("Needed in each window to stay.")
+    )
+    window = models.CharField(_("counted over"), max_length=15, choices=Window.choices, default=Window.ROLLING)
+    window_months = models.PositiveSmallIntegerField(
+        _("months in the window"), default=12, validators=[MinValueValidator(1)], help_text=_("For “the last N months”.")
+    )
+    grace_days = models.PositiveSmallIntegerField(
+        _("grace days"), default=30, help_text=_("How long a member keeps the tier after missing what it takes to keep it.")
+    )
+    earn_multiplier = models.DecimalField(
+        _("earn multiplier"), max_digits=5, decimal_places=2, default=Decimal(1), validators=[MinValueValidator(Decimal(1))]
+    )
+    birthday_bonus_points = models.PositiveIntegerField(_("birthday bonus points"), default=0)
+    perks = models.TextField(_("other perks"), blank=True, help_text=_("One per line, e.g. free size upgrade."))
+    invitation_only = models.BooleanField(
+        _("by invitation only"), default=False, help_text=_("Staff assign it, with an end date.")
+    )
+    active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["rank"]
+        verbose_name = _("tier")
+        verbose_name_plural = _("tiers")
+        constraints = [
+            models.CheckConstraint(condition=Q(metric__in=TierMetric.values), name="tier_metric_valid"),
+            models.CheckConstraint(condition=Q(window__in=TierWindow.values), name="tier_window_valid"),
+            models.CheckConstraint(condition=Q(retain_threshold__lte=F("entry_threshold")), name="tier_keep_not_above_reach"),
+            models.CheckConstraint(condition=Q(earn_multiplier__gte=1), name="tier_multiplier_at_least_one"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MemberTier(models.Model):
+    """A member's current tier; absent or with no tier means the programme's base level."""
+
+    member = models.OneToOneField(Member, primary_key=True, on_delete=models.CASCADE, related_name="tier_status")
+    tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField(_("since"), default=timezone.now)
+    invited_until = models.DateField(_("invited until"), null=True, blank=True)
+    missed_since = models.DateField(
+        _("missed the keep threshold on"), null=True, blank=True, help_text=_("Start of the grace period.")
+    )
+    evaluated_on = models.DateField(_("last evaluated"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("member tier")
+        verbose_name_plural = _("member tiers")
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.tier or '-'}"
+
+
+class TierChangeReason(models.TextChoices):
+    UPGRADE = "upgrade", _("Reached on a purchase")
+    EVALUATION = "evaluation", _("Scheduled evaluation")
+    INVITED = "invited", _("Invited by staff")
+    INVITATION_ENDED = "invitation_ended", _("Invitation ended")
+    STAFF = "staff", _("Set by staff")
+
+
+class TierChange(models.Model):
+    """One change of a member's tier, with why: the tier history."""
+
+    Reason = TierChangeReason
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="tier_changes")
+    from_tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    to_tier = models.ForeignKey(Tier, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(_("reason"), max_length=20, choices=Reason.choices)
+    detail = models.JSONField(default=dict, blank=True, help_text="Figures behind the change: metric, value, threshold.")
+    note = models.CharField(_("note"), max_length=300, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["member", "-created_at"], name="tierchange_member_recent")]
+        verbose_name = _("tier change")
+        verbose_name_plural = _("tier changes")
+        constraints = [models.CheckConstraint(condition=Q(reason__in=TierChangeReason.values), name="tierchange_reason_valid")]
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.from_tier or '-'} → {self.to_tier or '-'}"
+
+
+# --- reward catalog, redemptions and vouchers ------------------------------------------
+
+
+class RewardKind(models.TextChoices):
+    FREE_ITEM = "free_item", _("Free item")
+    FIXED_VOUCHER = "fixed_voucher", _("Money-off voucher")
+    PERCENT_VOUCHER = "percent_voucher", _("Percentage-off voucher")
+    MERCHANDISE = "merchandise", _("Merchandise")
+    EXPERIENCE = "experience", _("Event or experience")
+
+
+class RewardQuerySet(models.QuerySet["Reward"]):
+    def visible(self, at: dt.datetime) -> "RewardQuerySet":
+        """Rewards shown in the catalog at a moment (some are shown before they can be redeemed)."""
+        return self.filter(
+            Q(active=True),
+            Q(visible_from__isnull=True) | Q(visible_from__lte=at),
+            Q(visible_until__isnull=True) | Q(visible_until__gt=at),
+        )
+
+
+class Reward(models.Model):
+    """Something members spend points on; redeeming it issues a voucher."""
+
+    Kind = RewardKind
+
+    programme = models.ForeignKey(Programme, on_delete=models.CASCADE, related_name="rewards")
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    title = models.CharField(_("title"), max_length=100)
+    description = models.TextField(_("description"), blank=True)
+    image = models.ImageField(_("image"), upload_to="rewards/", blank=True)
+    points_cost = models.PositiveIntegerField(_("points"), validators=[MinValueValidator(1)])
+    value = models.DecimalField(
+        _("value"), **AMOUNT, null=True, blank=True, help_text=_("Money off for a money-off voucher; percent for a percentage.")
+    )
+    min_tier = models.ForeignKey(
+        Tier,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("open to"),
+        help_text=_("This tier and the tiers above it; blank for everyone."),
+    )
+    stock = models.PositiveIntegerField(_("stock"), null=True, blank=True, help_text=_("Blank for unlimited."))
+    limit_per_member = models.PositiveIntegerField(_("limit per member"), null=True, blank=True, help_text=_("Blank for none."))
+    available_from = models.DateTimeField(_("redeemable from"), null=True, blank=True)
+    available_until = models.DateTimeField(_("redeemable until"), null=True, blank=True)
+    visible_from = models.DateTimeField(_("shown from"), null=True, blank=True)
+    visible_until = models.DateTimeField(_("shown until"), null=True, blank=True)
+    voucher_valid_days = models.PositiveSmallIntegerField(
+        _("voucher valid for (days)"), default=30, validators=[MinValueValidator(1)]
+    )
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    objects = RewardQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["points_cost", "pk"]
+        verbose_name = _("reward")
+        verbose_name_plural = _("rewards")
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=RewardKind.values), name="reward_kind_valid"),
+            models.CheckConstraint(condition=Q(points_cost__gt=0), name="reward_cost_positive"),
+            models.CheckConstraint(condition=Q(stock__isnull=True) | Q(stock__gte=0), name="reward_stock_not_negative"),
+            models.CheckConstraint(
+                condition=~Q(kind="percent_voucher") | Q(value__gt=0, value__lte=100), name="reward_percent_in_range"
+            ),
+            models.CheckConstraint(condition=~Q(kind="fixed_voucher") | Q(value__gt=0), name="reward_fixed_value_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class RedemptionStatus(models.TextChoices):
+    REDEEMED = "redeemed", _("Redeemed")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Redemption(models.Model):
+    """Points a member spent on a reward; the voucher says whether it was used."""
+
+    Status = RedemptionStatus
+
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="redemptions")
+    reward = models.ForeignKey(Reward, on_delete=models.PROTECT, related_name="redemptions")
+    points = models.PositiveIntegerField(_("points"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.REDEEMED)
+    spend_entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="redemption")
+    refund_entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="refunded_redemption"
+    )
+    store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_via = models.CharField(_("via"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("redeemed at"), default=timezone.now)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    idempotency_key = models.CharField(max_length=150, null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["member", "reward"], name="redemption_member_reward")]
+        verbose_name = _("redemption")
+        verbose_name_plural = _("redemptions")
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RedemptionStatus.values), name="redemption_status_valid"),
+            models.CheckConstraint(condition=Q(points__gt=0), name="redemption_points_positive"),
+            models.UniqueConstraint(fields=["member", "idempotency_key"], name="redemption_idempotent_per_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.reward}"
+
+
+class VoucherStatus(models.TextChoices):
+    ISSUED = "issued", _("Ready to use")
+    USED = "used", _("Used")
+    EXPIRED = "expired", _("Expired")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Voucher(models.Model):
+    """A reward the member holds, shown at the counter by its code (or its QR image)."""
+
+    Status = VoucherStatus
+
+    code = models.CharField(_("code"), max_length=20, unique=True)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="vouchers")
+    reward = models.ForeignKey(Reward, on_delete=models.PROTECT, related_name="vouchers")
+    redemption = models.OneToOneField(Redemption, null=True, blank=True, on_delete=models.PROTECT, related_name="voucher")
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ISSUED)
+    issued_at = models.DateTimeField(_("issued"), default=timezone.now)
+    expires_at = models.DateTimeField(_("valid until"))
+    used_at = models.DateTimeField(_("used at"), null=True, blank=True)
+    used_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    used_store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    used_via = models.CharField(_("used via"), max_length=64, blank=True)
+    closed_at = models.DateTimeField(_("expired or cancelled at"), null=True, blank=True)
+    reminded_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-issued_at", "-pk"]
+        indexes = [
+            models.Index(fields=["member", "status"], name="voucher_member_status"),
+            models.Index(fields=["expires_at"], condition=Q(status="issued"), name="voucher_issued_expiry"),
+        ]
+        verbose_name = _("voucher")
+        verbose_name_plural = _("vouchers")
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=VoucherStatus.values), name="voucher_status_valid"),
+            models.CheckConstraint(condition=~Q(status="used") | Q(used_at__isnull=False), name="voucher_used_has_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+# --- stamp cards ----------------------------------------------------------------------
+
+
+class StampRule(models.TextChoices):
+    PURCHASE_OVER = "purchase_over", _("One stamp for a purchase of at least an amount")
+    CATEGORY_ITEM = "category_item", _("One stamp for each item of a category")
+    SKU_ITEM = "sku_item", _("One stamp for each item of a product (SKU)")
+
+
+class StampProgramme(models.Model):
+    """A paper stamp card made digital: N stamps earn a reward, then a new card starts."""
+
+    Rule = StampRule
+
+    programme = models.ForeignKey(Programme, on_delete=models.CASCADE, related_name="stamp_programmes")
+    name = models.CharField(_("name"), max_length=100)
+    stamps_needed = models.PositiveSmallIntegerField(_("stamps needed"), default=8, validators=[MinValueValidator(1)])
+    rule = models.CharField(_("a stamp is earned by"), max_length=20, choices=Rule.choices, default=Rule.PURCHASE_OVER)
+    min_amount = models.DecimalField(
+        _("minimum purchase"), **AMOUNT, default=Decimal(0), validators=[MinValueValidator(Decimal(0))]
+    )
+    category = models.CharField(_("category"), max_length=50, blank=True)
+    sku = models.CharField(_("SKU"), max_length=64, blank=True)
+    reward = models.ForeignKey(Reward, on_delete=models.PROTECT, related_name="+", verbose_name=_("reward for a full card"))
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("stamp card programme")
+        verbose_name_plural = _("stamp card programmes")
+        constraints = [
+            models.CheckConstraint(condition=Q(rule__in=StampRule.values), name="stamp_rule_valid"),
+            models.CheckConstraint(condition=Q(stamps_needed__gte=1), name="stamp_needed_positive"),
+            models.CheckConstraint(condition=~Q(rule="category_item") | ~Q(category=""), name="stamp_category_given"),
+            models.CheckConstraint(condition=~Q(rule="sku_item") | ~Q(sku=""), name="stamp_sku_given"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StampCard(models.Model):
+    """One card of a member: open until full, then completed with the voucher it issued."""
+
+    programme = models.ForeignKey(StampProgramme, on_delete=models.PROTECT, related_name="cards")
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="stamp_cards")
+    stamps = models.PositiveSmallIntegerField(_("stamps"), default=0)
+    completed_at = models.DateTimeField(_("completed"), null=True, blank=True)
+    voucher = models.OneToOneField(Voucher, null=True, blank=True, on_delete=models.PROTECT, related_name="stamp_card")
+    created_at = models.DateTimeField(_("started"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("stamp card")
+        verbose_name_plural = _("stamp cards")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["programme", "member"], condition=Q(completed_at__isnull=True), name="stampcard_one_open_per_member"
+            ),
+            models.CheckConstraint(condition=Q(stamps__gte=0), name="stampcard_stamps_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.member}: {self.stamps}/{self.programme.stamps_needed}"
+
+
+class StampEvent(models.Model):
+    """Stamps added by a purchase or removed by a return: the stamp card's history."""
+
+    card = models.ForeignKey(StampCard, on_delete=models.PROTECT, related_name="events")
+    purchase = models.ForeignKey(Purchase, null=True, blank=True, on_delete=models.PROTECT, related_name="stamp_events")
+    return_record = models.ForeignKey(Return, null=True, blank=True, on_delete=models.PROTECT, related_name="stamp_events")
+    stamps = models.SmallIntegerField(_("stamps"))
+    detail = models.JSONField(default=dict, blank=True, help_text="Figures the explanation is written from.")
+    created_at = models.DateTimeField(_("when"), default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = _("stamp")
+        verbose_name_plural = _("stamps")
+        constraints = [
+            models.CheckConstraint(condition=~Q(stamps=0), name="stampevent_not_zero"),
+            models.UniqueConstraint(
+                fields=["card", "purchase"], condition=Q(return_record__isnull=True), name="stampevent_once_per_purchase"
+            ),
+            models.UniqueConstraint(fields=["card", "return_record"], name="stampevent_once_per_return"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stamps:+d} on {self.card}"
+
+
+# --- the programme clock --------------------------------------------------------------
+
+
+class JobRun(models.Model):
+    """One run of a clock job, with what it did and how long it took (shown in the admin)."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    job = models.CharField(_("job"), max_length=50)
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.RUNNING)
+    counts = models.JSONField(_("counts"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["job", "-started_at"], name="jobrun_job_recent")]
+        verbose_name = _("clock job run")
+        verbose_name_plural = _("clock job runs")
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        return self.finished_at - self.started_at if self.finished_at else None
