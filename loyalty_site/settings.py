@@ -201,6 +201,8 @@ EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://" if LOCAL else
 vars().update(EMAIL_CONFIG)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="loyalty@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Where text messages go: a class with `send(*, phone, text)`. The default only writes to the log.
+SMS_BACKEND = env.str("SMS_BACKEND", default="members.notifications.LoggingSmsBackend")
 
 # --- Security -------------------------------------------------------------------------
 SECURE_TLS = env.bool("SECURE_TLS", default=not LOCAL)

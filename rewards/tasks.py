@@ -1,19 +1,21 @@
-"""The programme clock. Tasks take no arguments but ids, call one service, and are idempotent."""
+"""The programme clock. Tasks take no arguments but ids, call one service through `job_run`, and are idempotent."""
 
 from celery import shared_task
 
 from rewards import services
+from rewards.clock import job_run
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def release_pending_points() -> dict[str, int]:
-    result = services.points_release_due()
-    return {"lots": result.lots, "points": result.points, "accounts": result.accounts}
+    return job_run("release_pending_points", services.points_release_due)
 
 
-@shared_task(acks_late=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def expire_points() -> dict[str, int]:
-    # Release first so a lot due for both is released, then expired, in one run.
-    services.points_release_due()
-    result = services.points_expire_due()
-    return {"lots": result.lots, "points": result.points, "accounts": result.accounts}
+    def work() -> services.JobResult:
+        # Release first so a lot due for both is released, then expired, in one run.
+        services.points_release_due()
+        return services.points_expire_due()
+
+    return job_run("expire_points", work)
