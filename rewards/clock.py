@@ -22,6 +22,7 @@ def job_run(job: str, work: Callable[[], Any]) -> dict[str, int]:
     except Exception as error:
         JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.FAILED, finished_at=timezone.now(), error=repr(error)[:2000])
         raise
-    counts = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result or {})
+    raw = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result or {})
+    counts = {name: int(value) for name, value in raw.items()}  # SQL sums arrive as Decimal
     JobRun.objects.filter(pk=run.pk).update(status=JobRun.Status.DONE, finished_at=timezone.now(), counts=counts)
     return counts

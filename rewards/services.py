@@ -198,6 +198,28 @@ def _account_locked(member: Member) -> PointsAccount:
     return account
 
 
+def _account_settled(member: Member, now: dt.datetime) -> PointsAccount:
+    """Lock the account and bring its lots up to date before points leave it.
+
+    The clock releases and expires lots on a schedule; between two runs a member could
+    otherwise spend points past their validity, or wait for points already due.
+    """
+    account = _account_locked(member)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM rewards_pointslot WHERE account_id = %(id)s AND status IN ('pending', 'available') "
+            "AND remaining > 0 AND (available_at <= %(now)s AND status = 'pending' OR expires_at <= %(now)s))",
+            {"id": account.pk, "now": now},
+        )
+        (due,) = cursor.fetchone()
+        if not due:
+            return account
+        cursor.execute(RELEASE_SQL, {"ids": [account.pk], "now": now})
+        cursor.execute(EXPIRE_SQL, {"ids": [account.pk], "now": now, "tz": programme_get().timezone})
+    account.refresh_from_db()
+    return account
+
+
 def _save_account(account: PointsAccount) -> None:
     account.save(update_fields=["available", "pending", "owed", "lifetime_earned", "lifetime_spent", "updated_at"])
 
@@ -578,7 +600,7 @@ def _return_lines(
 def _clawback(purchase: Purchase, return_record: Return, points: int, now: dt.datetime) -> LedgerEntry | None:
     """Take back a return's share of points: from the purchase's own lot, then other
     available points, and owe what was already spent. Points that expired are not owed."""
-    account = _account_locked(purchase.member)  # type: ignore[arg-type]
+    account = _account_settled(purchase.member, now)  # type: ignore[arg-type]
     lot = purchase.lots.first()
     if lot is None:
         return None
@@ -710,7 +732,8 @@ def points_spend(
     _check_member(member, errors)
     if errors:
         raise ValidationError(errors)
-    account = _account_locked(member)
+    now = timezone.now()
+    account = _account_settled(member, now)
     if replay := _replayed(idempotency_key, account, -points, LedgerEntry.Kind.SPEND):
         return replay
     if account.owed:
@@ -732,7 +755,7 @@ def points_spend(
         account,
         points=points,
         kind=LedgerEntry.Kind.SPEND,
-        now=timezone.now(),
+        now=now,
         reason=reason,
         actor=by,
         source_ref=source_ref,
@@ -753,10 +776,10 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
     _check_member(member, errors)
     if errors:
         raise ValidationError(errors)
-    account = _account_locked(member)
+    now = timezone.now()
+    account = _account_settled(member, now)
     if replay := _replayed(idempotency_key, account, points, LedgerEntry.Kind.ADJUSTMENT):
         return replay
-    now = timezone.now()
     fields = {"reason": reason.strip(), "actor": by, "idempotency_key": idempotency_key}
     if points > 0:
         return _credit(
@@ -780,6 +803,8 @@ WITH due AS (
            SUM(l.remaining) OVER (PARTITION BY l.account_id ORDER BY l.expires_at NULLS LAST, l.id) - l.remaining AS before
     FROM rewards_pointslot l JOIN rewards_pointsaccount a ON a.member_id = l.account_id
     WHERE l.account_id = ANY(%(ids)s) AND l.status = 'pending' AND l.available_at <= %(now)s
+      -- Points past their validity are never released (nor used to repay): they expire.
+      AND (l.expires_at IS NULL OR l.expires_at > %(now)s)
 ), plan AS (
     SELECT id, account_id, remaining, GREATEST(0, LEAST(remaining, owed - before)) AS repay FROM due
 ), released AS (

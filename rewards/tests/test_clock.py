@@ -57,13 +57,14 @@ def test_expiry_across_a_daylight_saving_change_is_local_midnight():
 @pytest.mark.django_db
 def test_expiry_writes_one_explained_entry_per_lot_and_is_safe_to_run_twice(rules, store, member):
     old = services.purchase_record(
-        store=store, receipt_number="R-1", amount="80", member=member, occurred_at=timezone.now() - dt.timedelta(days=400)
+        store=store, receipt_number="R-1", amount="80", member=member, occurred_at=timezone.now() - dt.timedelta(days=300)
     )
     services.points_spend(member=member, points=30, reason="Free cake")
     services.purchase_record(store=store, receipt_number="R-2", amount="20", member=member)
+    later = timezone.now() + dt.timedelta(days=100)  # the old points' year is over, the new ones' is not
 
-    first = services.points_expire_due()
-    second = services.points_expire_due()
+    first = services.points_expire_due(now=later)
+    second = services.points_expire_due(now=later)
 
     assert (first.lots, first.points, first.accounts) == (1, 50, 1)
     assert second.lots == 0
@@ -129,10 +130,20 @@ def test_the_schedule_is_defined_in_code_for_registered_tasks():
     from django.conf import settings
 
     tasks_in_code = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
-    assert tasks_in_code == {"rewards.tasks.release_pending_points", "rewards.tasks.expire_points"}
+    assert tasks_in_code == {
+        "rewards.tasks.release_pending_points",
+        "rewards.tasks.expire_points",
+        "rewards.tasks.expire_vouchers",
+        "rewards.tasks.remind_vouchers",
+        "rewards.tasks.evaluate_tiers",
+        "rewards.tasks.remind_expiring_points",
+        "rewards.tasks.grant_birthday_bonuses",
+    }
     app.loader.import_default_modules()
     assert tasks_in_code <= set(app.tasks.keys())
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
+    # A worker killed mid-job leaves its task on the queue for another worker.
+    assert (app.conf.task_acks_late, app.conf.task_reject_on_worker_lost, app.conf.worker_prefetch_multiplier) == (True, True, 1)
 
 
 @pytest.mark.django_db
@@ -144,3 +155,22 @@ def test_ledger_check_catches_a_return_that_disagrees_with_its_entry(rules, stor
     assert ledger_drift() == []
     Return.objects.update(points_clawed_back=4)
     assert [d.problem for d in ledger_drift()] == [f"return {Return.objects.get().pk} took back 4 points but its entry says 5"]
+
+
+@pytest.mark.django_db
+def test_points_past_their_validity_cannot_be_spent_before_the_clock_runs(rules, store, member):
+    services.purchase_record(
+        store=store, receipt_number="R-1", amount="80", member=member, occurred_at=timezone.now() - dt.timedelta(days=400)
+    )
+    member.points.refresh_from_db()
+    assert member.points.available == 80  # the hourly job has not run yet
+
+    with pytest.raises(services.InsufficientPoints) as refusal:
+        services.points_spend(member=member, points=30, reason="Free cake")
+
+    assert refusal.value.facts == {"available": 0, "needed": 30}
+    assert not LedgerEntry.objects.filter(kind="spend").exists()  # a refusal writes nothing; the clock expires them
+    services.points_expire_due()
+    member.points.refresh_from_db()
+    assert (member.points.available, LedgerEntry.objects.filter(kind="expire").count()) == (0, 1)
+    assert ledger_drift() == []

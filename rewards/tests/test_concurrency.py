@@ -174,24 +174,34 @@ def test_racing_returns_never_refund_more_than_was_paid(rules, store, member):
 
 
 def _member_with_lots_of_every_age(store: Store, index: int, now: dt.datetime) -> Member:
-    """Enrol a member holding an expired lot, a lot due for release, a spendable lot and a pending one."""
+    """Enrol a member holding an expired lot, a lot due for release, a pending one, and either
+    a spendable lot or (odd members) a debt from a return of points already spent."""
     member = MemberFactory()
+    if index % 2:
+        # Spent, then the sale returned: the member owes 60 until released points repay the
+        # debt, inside the very job that races the spends. The debt comes first, before any
+        # other lot exists, so nothing repays it early.
+        with time_machine.travel(now - dt.timedelta(days=300), tick=False):
+            sale = services.purchase_record(
+                store=store,
+                receipt_number=f"M{index}-debt",
+                amount=60,
+                member=member,
+                occurred_at=timezone.now() - dt.timedelta(days=8),
+            ).purchase
+            services.points_spend(member=member, points=60, reason="setup")
+            services.purchase_return(purchase=sale, return_number="RT", amount=60)
+        assert account_for(member).owed == 60
     # Recorded in the past, so they are still pending although their day has come.
     with time_machine.travel(now - dt.timedelta(days=200), tick=False):
         services.purchase_record(store=store, receipt_number=f"M{index}-old", amount=40, member=member)
     with time_machine.travel(now - dt.timedelta(days=10), tick=False):
         services.purchase_record(store=store, receipt_number=f"M{index}-due", amount=80, member=member)
-    spendable = services.purchase_record(
-        store=store, receipt_number=f"M{index}-now", amount=60, member=member, occurred_at=now - dt.timedelta(days=8)
-    ).purchase
+    if not index % 2:
+        services.purchase_record(
+            store=store, receipt_number=f"M{index}-now", amount=60, member=member, occurred_at=now - dt.timedelta(days=8)
+        )
     services.purchase_record(store=store, receipt_number=f"M{index}-new", amount=70, member=member)
-    if index % 2:
-        # Spend, then return the sale those points came from: the member owes them until
-        # released points repay the debt, inside the very job that races the spends. The lot
-        # due for release covers the debt alone, so it is repaid whichever job runs first.
-        services.points_spend(member=member, points=60, reason="setup")
-        services.purchase_return(purchase=spendable, return_number="RT", amount=60)
-        assert account_for(member).owed == 60
     return member
 
 

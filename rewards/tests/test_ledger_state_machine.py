@@ -175,6 +175,7 @@ class LedgerMachine(RuleBasedStateMachine):
             )
         )
         number = self.next_number("RT")
+        self.settled()  # a return settles the member's account before taking points back
         before, state = self.account(), self.ledger_state()
 
         if amount * 100 > left:
@@ -221,8 +222,14 @@ class LedgerMachine(RuleBasedStateMachine):
         """Spend every available point, so a later return has to leave the member owing."""
         self.try_spend(self.account().available)
 
+    def settled(self) -> None:
+        """Run the clock's jobs, as every debit first does for its own account."""
+        services.points_release_due()
+        services.points_expire_due()
+
     def try_spend(self, points: int) -> None:
-        """Spend, and check the outcome is the one the balances before it call for."""
+        """Spend, and check the outcome is the one the settled balances before it call for."""
+        self.settled()
         before, state = self.account(), self.ledger_state()
         try:
             services.points_spend(member=self.member, points=points, reason="state machine")
@@ -242,6 +249,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(points=st.integers(-800, 800).filter(bool))
     def adjust(self, points: int) -> None:
         """Adjust the balance by hand, and check a refused debit writes nothing."""
+        self.settled()
         before, state = self.account(), self.ledger_state()
         try:
             services.points_adjust(member=self.member, points=points, reason="Goodwill", by=self.manager)
@@ -266,14 +274,17 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule()
     def release(self) -> None:
-        """Run the release job and check every due lot became spendable without changing the balance."""
+        """Run the release job and check every due lot still valid became spendable, balance unchanged."""
         now, before = timezone.now(), self.account()
 
         services.points_release_due(now=now)
 
-        assert not PointsLot.objects.filter(
-            account_id=self.member.pk, status=PointsLot.Status.PENDING, available_at__lte=now
-        ).exists()
+        # A lot past its validity is never released: the expiry job takes it.
+        assert (
+            not PointsLot.objects.filter(account_id=self.member.pk, status=PointsLot.Status.PENDING, available_at__lte=now)
+            .exclude(expires_at__lte=now)
+            .exists()
+        )
         assert self.account().balance == before.balance
 
     @rule()
