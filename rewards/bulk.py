@@ -16,7 +16,7 @@ from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from members.models import User
-from rewards import hooks, services
+from rewards import hooks, services, tiers
 from rewards.models import LedgerEntry, ProgrammeRules, Purchase
 from rewards.services import PurchaseInput
 
@@ -148,8 +148,10 @@ CREATE TEMP TABLE sale_source (
 """
 
 # The set-based twin of `services.unsaved_purchase` and `ProgrammeRules.lot_dates` for sales of one
-# line (an import row: an amount and maybe a category). test_bulk proves it agrees with Python.
-STAGE_SALES = """
+# line (an import row: an amount and maybe a category), at the member's tier of today (as
+# `tiers.tier_current`: an invitation that has ended does not count). test_bulk proves it agrees with Python.
+STAGE_SALES = (
+    """
 INSERT INTO bulk_sale
 SELECT s.ord, s.first_of_key, s.store_id, s.receipt_number, s.member_id, 'import', s.gross, 0, 0, s.gross,
        s.occurred_at, r.id, e.base, e.points, md5(concat_ws('|', 'import', s.member_number, s.gross::text, s.occurred_at::text)),
@@ -159,7 +161,12 @@ SELECT s.ord, s.first_of_key, s.store_id, s.receipt_number, s.member_id, 'import
        jsonb_build_object('receipt', s.receipt_number, 'store', st.name, 'currency', p.currency,
                           'base', to_char(e.base, 'FM999999999990.00'),
                           'excluded', to_char(s.gross - e.base, 'FM999999999990.00'),
-                          'rate', r.points_per_unit::text),
+                          'rate', r.points_per_unit::text)
+       || CASE WHEN t.earn_multiplier > 1
+               THEN jsonb_build_object('multiplier', t.earn_multiplier::text, 'tier', """
+    + tiers.TIER_NAMES_SQL
+    + """)
+               ELSE '{}'::jsonb END,
        NULL, false, false
 FROM sale_source s
 JOIN members_store st ON st.id = s.store_id
@@ -171,6 +178,9 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) r
 JOIN rewards_programme p ON p.id = r.programme_id
+LEFT JOIN rewards_membertier mt ON mt.member_id = s.member_id
+LEFT JOIN rewards_tier t
+       ON t.id = mt.tier_id AND (mt.invited_until IS NULL OR mt.invited_until >= (now() AT TIME ZONE p.timezone)::date)
 CROSS JOIN LATERAL (
     SELECT CASE WHEN s.category <> '' AND EXISTS (
                     SELECT 1 FROM unnest(r.excluded_categories) c WHERE lower(btrim(c)) = lower(btrim(s.category)))
@@ -179,9 +189,9 @@ CROSS JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT b.base,
            CASE WHEN b.base < r.minimum_purchase THEN 0
-                WHEN r.rounding = 'down' THEN floor(b.base * r.points_per_unit)
-                WHEN r.rounding = 'nearest' THEN round(b.base * r.points_per_unit)
-                ELSE ceil(b.base * r.points_per_unit) END::bigint AS points
+                WHEN r.rounding = 'down' THEN floor(b.base * r.points_per_unit * COALESCE(t.earn_multiplier, 1))
+                WHEN r.rounding = 'nearest' THEN round(b.base * r.points_per_unit * COALESCE(t.earn_multiplier, 1))
+                ELSE ceil(b.base * r.points_per_unit * COALESCE(t.earn_multiplier, 1)) END::bigint AS points
 ) e
 CROSS JOIN LATERAL (
     SELECT CASE r.expiry_policy
@@ -193,6 +203,7 @@ CROSS JOIN LATERAL (
     END AS expires_at
 ) x
 """
+)
 
 
 def stage_sales_from_source(cursor: CursorWrapper) -> None:
@@ -219,13 +230,17 @@ def _rules_by_moment() -> "tuple[list[dt.datetime], list[ProgrammeRules]]":
 
 def _sale_rows(sales: Sequence[PurchaseInput], now: dt.datetime, by: User | None, via: str) -> list[tuple[object, ...]]:
     starts, versions = _rules_by_moment()
+    # Every sale earns at the tier its member held before the batch; upgrades follow it.
+    today = timezone.localdate(now, versions[0].programme.tz)
+    held = tiers.tiers_current([sale.member.pk for sale in sales if sale.member], today=today)
     seen: set[tuple[int, str]] = set()
     rows = []
     for ord_, sale in enumerate(sales):
         occurred_at = sale.occurred_at or now
         # The rules in force when it happened; before the first version, the first.
         rules = versions[max(bisect.bisect_right(starts, occurred_at) - 1, 0)]
-        purchase = services.unsaved_purchase(sale, rules=rules, now=now, by=by, via=via)
+        tier = held.get(sale.member.pk) if sale.member else None
+        purchase = services.unsaved_purchase(sale, rules=rules, now=now, by=by, via=via, tier=tier)
         available_at, expires_at = rules.lot_dates(occurred_at, return_window=True)
         key = (sale.store.pk, sale.receipt_number)
         rows.append(
@@ -247,7 +262,7 @@ def _sale_rows(sales: Sequence[PurchaseInput], now: dt.datetime, by: User | None
                 purchase.fingerprint,
                 available_at,
                 expires_at,
-                json.dumps(services.earn_detail(purchase)),
+                json.dumps(services.earn_detail(purchase, tier)),
             )
         )
         seen.add(key)
@@ -296,6 +311,12 @@ def write_staged_sales(
     cursor.execute(CREDIT_STAGING)
     cursor.execute(CREDIT_PURCHASES)
     _apply_credits(cursor, now=now, by=by)
+    cursor.execute("SELECT DISTINCT member_id FROM bulk_sale WHERE created AND member_id IS NOT NULL")
+    # Members move up as after single purchases. An import of history (`collect=False`) moves them
+    # up too, so their tiers agree with the purchases now on record, but tells nobody: old sales are no news.
+    tiers.tiers_upgrade_reached(
+        member_ids=[row[0] for row in cursor.fetchall()], now=now, tz=services.programme_get().tz, tell=collect
+    )
     if not collect:
         return []
     cursor.execute("SELECT purchase_id, created, conflict FROM bulk_sale ORDER BY ord")
@@ -304,8 +325,12 @@ def write_staged_sales(
 
 def _fire_hooks(purchase_ids: list[int]) -> None:
     purchases = Purchase.objects.filter(pk__in=purchase_ids).select_related("member", "store", "rules__programme")
-    entries = {e.purchase_id: e for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN)}
-    for purchase in purchases.order_by("pk"):
+    entries = {
+        e.purchase_id: e
+        for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN).select_related("lot")
+    }
+    # In member order, as the accounts were locked, so two batches sharing members never deadlock in a handler.
+    for purchase in purchases.order_by("member_id", "pk"):
         hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entries.get(purchase.pk)))
 
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from members.models import Member, Store, User
-from rewards import hooks
+from rewards import hooks, tiers
 from rewards.models import (
     LedgerEntry,
     LotAllocation,
@@ -34,6 +34,7 @@ from rewards.models import (
     ReturnLine,
     TermsAcceptance,
     TermsVersion,
+    Tier,
 )
 from rewards.money import format_money, quantize
 
@@ -319,8 +320,18 @@ def _before_exclusions(rules: ProgrammeRules, *, net: Decimal, tax: Decimal) -> 
     return net if rules.earn_base == ProgrammeRules.EarnBase.NET_WITH_TAX else net - tax
 
 
-def _earning(rules: ProgrammeRules, *, net: Decimal, tax: Decimal, lines: Sequence[LineInput]) -> tuple[Decimal, int]:
-    """Return the amount that earns points, after tax and excluded categories, and its points."""
+def _multiplier(tier: Tier | None) -> Decimal:
+    return tier.earn_multiplier if tier is not None else Decimal(1)
+
+
+def _points(rules: ProgrammeRules, base: Decimal, tier: Tier | None) -> int:
+    return rules.points_for(base, _multiplier(tier)) if base >= rules.minimum_purchase else 0
+
+
+def _earning(
+    rules: ProgrammeRules, *, net: Decimal, tax: Decimal, lines: Sequence[LineInput], tier: Tier | None = None
+) -> tuple[Decimal, int]:
+    """Return the amount that earns points, after tax and excluded categories, and its points at the tier's rate."""
     base = _before_exclusions(rules, net=net, tax=tax)
     excluded_categories = {c.strip().lower() for c in rules.excluded_categories}
     lines_total = sum((Decimal(line.amount) for line in lines), Decimal(0))
@@ -329,14 +340,14 @@ def _earning(rules: ProgrammeRules, *, net: Decimal, tax: Decimal, lines: Sequen
             (Decimal(line.amount) for line in lines if line.category.strip().lower() in excluded_categories), Decimal(0)
         )
         base -= quantize(base * excluded / lines_total, rules.programme.currency)
-    return base, rules.points_for(base) if base >= rules.minimum_purchase else 0
+    return base, _points(rules, base, tier)
 
 
-def earn_detail(purchase: Purchase) -> dict[str, object]:
-    """Return the figures a purchase's earn entry is explained from."""
+def earn_detail(purchase: Purchase, tier: Tier | None = None) -> dict[str, object]:
+    """Return the figures a purchase's earn entry is explained from, with the tier it earned at."""
     rules = purchase.rules
     excluded = _before_exclusions(rules, net=purchase.net, tax=purchase.tax) - purchase.earn_base
-    return {
+    detail: dict[str, object] = {
         "receipt": purchase.receipt_number,
         "store": purchase.store.name,
         "currency": rules.programme.currency,
@@ -344,9 +355,13 @@ def earn_detail(purchase: Purchase) -> dict[str, object]:
         "excluded": _canonical(excluded),
         "rate": str(rules.points_per_unit),
     }
+    if _multiplier(tier) > 1:
+        # The name in every language, so the sentence reads right whatever the reader's language.
+        detail.update(multiplier=_canonical(_multiplier(tier)), tier=tiers.tier_names(tier))  # type: ignore[arg-type]
+    return detail
 
 
-def _award_purchase(purchase: Purchase, now: dt.datetime, actor: User | None) -> LedgerEntry | None:
+def _award_purchase(purchase: Purchase, now: dt.datetime, actor: User | None, tier: Tier | None = None) -> LedgerEntry | None:
     if purchase.member is None or purchase.points_earned <= 0:
         return None
     return _credit(
@@ -359,7 +374,7 @@ def _award_purchase(purchase: Purchase, now: dt.datetime, actor: User | None) ->
         now=now,
         purchase=purchase,
         actor=actor,
-        detail=earn_detail(purchase),
+        detail=earn_detail(purchase, tier),
     )
 
 
@@ -461,9 +476,11 @@ def purchase_input(
     )
 
 
-def unsaved_purchase(data: PurchaseInput, *, rules: ProgrammeRules, now: dt.datetime, by: User | None, via: str) -> Purchase:
-    """Build the purchase row for a validated sale, its points worked out by the given rules."""
-    earn_base, points = _earning(rules, net=data.net, tax=data.tax, lines=data.lines)
+def unsaved_purchase(
+    data: PurchaseInput, *, rules: ProgrammeRules, now: dt.datetime, by: User | None, via: str, tier: Tier | None = None
+) -> Purchase:
+    """Build the purchase row for a validated sale, its points worked out by the given rules at the member's tier."""
+    earn_base, points = _earning(rules, net=data.net, tax=data.tax, lines=data.lines, tier=tier)
     return Purchase(
         store=data.store,
         receipt_number=data.receipt_number,
@@ -517,7 +534,10 @@ def purchase_record(*, by: User | None = None, via: str = "", **sale: Any) -> Pu
     data = purchase_input(now=now, **sale)
     try:
         with transaction.atomic():
-            purchase = unsaved_purchase(data, rules=rules_in_force(at=data.occurred_at or now), now=now, by=by, via=via)
+            rules = rules_in_force(at=data.occurred_at or now)
+            # The tier held before this sale: one that takes the member up earns at the old rate.
+            tier = tiers.tier_current(data.member, today=timezone.localdate(now, rules.programme.tz)) if data.member else None
+            purchase = unsaved_purchase(data, rules=rules, now=now, by=by, via=via, tier=tier)
             purchase.save(force_insert=True)
     except IntegrityError:
         # The unique (store, receipt) index made us wait for a concurrent twin: a replay.
@@ -528,7 +548,8 @@ def purchase_record(*, by: User | None = None, via: str = "", **sale: Any) -> Pu
             raise replay_conflict(data.receipt_number, original.pk) from None
         return PurchaseResult(purchase=original, created=False, entry=_earn_entry(original))
     PurchaseLine.objects.bulk_create(purchase_lines(purchase, data.lines))
-    entry = _award_purchase(purchase, now, actor=by)
+    entry = _award_purchase(purchase, now, actor=by, tier=tier)
+    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 
@@ -550,10 +571,14 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
     if errors:
         raise ValidationError(errors)
     now = timezone.now()
+    # Earned at the tier of the member who claims it, as if the card had been shown.
+    tier = tiers.tier_current(member, today=timezone.localdate(now, purchase.rules.programme.tz))
     purchase.member = member
     purchase.claimed_at = now
-    purchase.save(update_fields=["member", "claimed_at"])
-    entry = _award_purchase(purchase, now, actor=by)
+    purchase.points_earned = _points(purchase.rules, purchase.earn_base, tier)
+    purchase.save(update_fields=["member", "claimed_at", "points_earned"])
+    entry = _award_purchase(purchase, now, actor=by, tier=tier)
+    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 

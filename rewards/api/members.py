@@ -13,8 +13,8 @@ from members import services as member_services
 from members.api_problems import DuplicateProblemSerializer, problems
 from members.idempotency import idempotent_response
 from members.models import Member
-from rewards import selectors, services
-from rewards.models import LedgerEntry
+from rewards import selectors, services, tiers
+from rewards.models import LedgerEntry, Tier
 
 
 class ExpirySerializer(serializers.Serializer):
@@ -29,6 +29,34 @@ class PointsSerializer(serializers.Serializer):
     expiring = ExpirySerializer(many=True)
 
 
+class TierSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField(help_text="In the language of the request.")
+    rank = serializers.IntegerField(help_text="Higher ranks are better tiers.")
+
+
+FIGURE = {"max_digits": 16, "decimal_places": 2, "allow_null": True}
+
+
+class TierProgressSerializer(serializers.Serializer):
+    current = TierSerializer(allow_null=True)
+    next = TierSerializer(allow_null=True, help_text="The next tier members reach by buying; null at the top.")
+    metric = serializers.ChoiceField(
+        choices=Tier.Metric.choices, allow_null=True, help_text="What the next tier (at the top, the current one) counts."
+    )
+    value = serializers.DecimalField(**FIGURE, help_text="The member's amount, points or purchases so far in that window.")
+    needed_to_reach = serializers.DecimalField(**FIGURE, help_text="Still needed in the window to reach the next tier.")
+    needed_to_keep = serializers.DecimalField(
+        **FIGURE, help_text="Still needed to keep the current tier, by its own measure; null for an invitation or no tier."
+    )
+    window_ends_on = serializers.DateField(
+        allow_null=True, help_text="The last day of that window (a calendar year); null when the window rolls or never ends."
+    )
+    keep_by = serializers.DateField(
+        allow_null=True, help_text="The last day to keep the current tier: end of an invitation, grace period or year."
+    )
+
+
 class MemberSerializer(serializers.Serializer):
     member_number = serializers.CharField()
     card_code = serializers.CharField()
@@ -39,12 +67,14 @@ class MemberSerializer(serializers.Serializer):
     external_ref = serializers.CharField()
     status = serializers.CharField()
     enrolled_at = serializers.DateTimeField()
-    tier = serializers.CharField(allow_null=True, help_text="Null until tiers are configured.")
+    tier = TierSerializer(allow_null=True, help_text="Null at the programme's base level.")
+    tier_progress = TierProgressSerializer()
     points = PointsSerializer()
 
 
 def member_payload(member: Member) -> dict[str, object]:
     account = selectors.account_for(member)
+    progress = tiers.tier_progress(member)
     return MemberSerializer(
         {
             **{field: getattr(member, field) for field in ("member_number", "card_code", "name", "email", "birthday")},
@@ -52,7 +82,8 @@ def member_payload(member: Member) -> dict[str, object]:
             "external_ref": member.external_ref,
             "status": member.status,
             "enrolled_at": member.enrolled_at,
-            "tier": None,
+            "tier": progress["current"],
+            "tier_progress": progress,
             "points": {
                 "available": account.available,
                 "pending": account.pending,

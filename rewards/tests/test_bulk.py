@@ -4,14 +4,15 @@ import threading
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from members.tests.factories import MemberFactory, StoreFactory
-from rewards import bulk, hooks, services
-from rewards.models import LedgerEntry, PointsLot, Programme, ProgrammeRules, Purchase, PurchaseLine
+from members.tests.factories import MemberFactory, StoreFactory, UserFactory
+from rewards import bulk, hooks, services, tiers
+from rewards.models import LedgerEntry, PointsLot, Programme, ProgrammeRules, Purchase, PurchaseLine, Tier
 from rewards.selectors import ledger_drift
 from rewards.services import LineInput
 from rewards.tests.factories import programme_create
@@ -155,9 +156,13 @@ ZONES = ["Asia/Shanghai", "Asia/Seoul", "Asia/Taipei", "America/New_York", "Euro
     moment=st.datetimes(min_value=dt.datetime(2016, 1, 1), max_value=dt.datetime(2026, 11, 1), timezones=st.just(dt.UTC)),
     category=st.sampled_from(["", "coffee", " Gift-Cards "]),
     rules_start_days_ago=st.integers(-30, 4000),
+    tiered=st.one_of(
+        st.none(),
+        st.tuples(st.decimals(min_value=1, max_value=20, places=2), st.booleans(), st.sampled_from(["held", "invited", "ended"])),
+    ),
 )
 def test_the_sql_earning_rules_agree_with_the_python_rules(db, store, **drawn):
-    """Given any rules and any one-line sale, the importer's SQL earns what `unsaved_purchase` earns."""
+    """Given any rules, any one-line sale and any tier, the importer's SQL earns what `unsaved_purchase` earns."""
     from django.db import connection, transaction
 
     with transaction.atomic():
@@ -174,22 +179,58 @@ def test_the_sql_earning_rules_agree_with_the_python_rules(db, store, **drawn):
             minimum_purchase=drawn["minimum"],
             excluded_categories=["gift-cards"],
         )
+        member = tier = None
+        if drawn["tiered"] is not None:
+            member, tier = _member_in_a_tier(programme, *drawn["tiered"])
         lines = (LineInput(amount=drawn["amount"], category=drawn["category"]),) if drawn["category"] else ()
         sale = services.purchase_input(
-            store=store, receipt_number="R-1", amount=drawn["amount"], occurred_at=drawn["moment"], lines=lines
+            store=store, receipt_number="R-1", amount=drawn["amount"], occurred_at=drawn["moment"], lines=lines, member=member
         )
-        purchase = services.unsaved_purchase(sale, rules=rules, now=timezone.now(), by=None, via="")
+        held = tiers.tier_current(member) if member else None
+        assert held == (tier if drawn["tiered"] and drawn["tiered"][2] != "ended" else None)
+        purchase = services.unsaved_purchase(sale, rules=rules, now=timezone.now(), by=None, via="", tier=held)
         available_at, expires_at = rules.lot_dates(purchase.occurred_at, return_window=True)
         with connection.cursor() as cursor:
             cursor.execute(bulk.SOURCE_STAGING)
             cursor.execute(
-                "INSERT INTO sale_source VALUES (0, true, %s, 'R-1', NULL, NULL, %s, %s, %s)",
-                [store.pk, drawn["amount"], drawn["category"], drawn["moment"]],
+                "INSERT INTO sale_source VALUES (0, true, %s, 'R-1', %s, %s, %s, %s, %s)",
+                [
+                    store.pk,
+                    member.pk if member else None,
+                    member.member_number if member else None,
+                    drawn["amount"],
+                    drawn["category"],
+                    drawn["moment"],
+                ],
             )
             bulk.stage_sales_from_source(cursor)
             cursor.execute("SELECT earn_base, points, available_at, expires_at, detail FROM bulk_sale")
             earn_base, points, sql_available_at, sql_expires_at, detail = cursor.fetchone()
         assert (earn_base, points) == (purchase.earn_base, purchase.points_earned)
         assert (sql_available_at, sql_expires_at) == (available_at, expires_at)
-        assert (json.loads(detail) if isinstance(detail, str) else detail) == services.earn_detail(purchase)
+        assert (json.loads(detail) if isinstance(detail, str) else detail) == services.earn_detail(purchase, held)
         transaction.set_rollback(True)
+
+
+def _member_in_a_tier(programme: Programme, multiplier: Decimal, named: bool, how: str) -> tuple[object, Tier]:
+    """Put a new member in a tier earning `multiplier` times: held, by an invitation, or by one that has ended."""
+    tier = Tier.objects.create(
+        programme=programme,
+        code="t",
+        name="Gold",
+        name_zh_hans="金卡" if named else None,
+        rank=1,
+        entry_threshold=Decimal(1000),
+        retain_threshold=Decimal(1000),
+        earn_multiplier=multiplier,
+        invitation_only=how != "held",
+    )
+    member, staff = MemberFactory(), UserFactory(is_superuser=True)
+    if how == "held":
+        tiers.tier_set(member=member, tier=tier, by=staff, note="test")
+    elif how == "invited":
+        tiers.tier_invite(member=member, tier=tier, until=timezone.localdate(timezone.now(), programme.tz), by=staff)
+    else:
+        with time_machine.travel(timezone.now() - dt.timedelta(days=3)):
+            tiers.tier_invite(member=member, tier=tier, until=timezone.localdate(timezone.now(), programme.tz), by=staff)
+    return member, tier
