@@ -12,6 +12,7 @@ from rest_framework.views import exception_handler
 
 from members.idempotency import IdempotencyConflict
 from members.services import DuplicateMember
+from rewards import catalog
 from rewards import services as rewards
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -77,11 +78,8 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             errors={"Idempotency-Key": [_("This key was used for a different request.")]},
         )
     if isinstance(exc, rewards.RewardsError):
-        status_code = (
-            status.HTTP_409_CONFLICT
-            if isinstance(exc, rewards.ReplayConflict | rewards.InsufficientPoints | rewards.PointsOwed)
-            else status.HTTP_422_UNPROCESSABLE_ENTITY
-        )
+        conflicts = rewards.ReplayConflict | rewards.InsufficientPoints | rewards.PointsOwed | catalog.VoucherAlreadyUsed
+        status_code = status.HTTP_409_CONFLICT if isinstance(exc, conflicts) else status.HTTP_422_UNPROCESSABLE_ENTITY
         renames = getattr(view, "error_field_names", {})
         field = renames.get(exc.field, exc.field)
         return problem(status_code, exc.code.replace("_", "-"), exc.message, errors={field: [exc.message]}, **exc.facts)

@@ -1,6 +1,18 @@
 from django.urls import path, register_converter
 
-from rewards.api import members, purchases
+from rewards.api import catalog, members, purchases
+
+
+class VoucherCodeConverter:
+    """Letters, digits and dashes only, as a code is printed or typed; anything else is a 404."""
+
+    regex = "[0-9A-Za-z-]{1,20}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
 
 
 class MemberNumberConverter:
@@ -16,6 +28,7 @@ class MemberNumberConverter:
 
 
 register_converter(MemberNumberConverter, "member_number")
+register_converter(VoucherCodeConverter, "voucher_code")
 
 urlpatterns = [
     path("members", members.MemberCreateApi.as_view(), name="api-members"),
@@ -26,4 +39,9 @@ urlpatterns = [
     path("purchases/batch", purchases.PurchaseBatchApi.as_view(), name="api-purchases-batch"),
     path("purchases/<int:purchase_id>/returns", purchases.ReturnCreateApi.as_view(), name="api-purchase-returns"),
     path("purchases/<int:purchase_id>/claim", purchases.PurchaseClaimApi.as_view(), name="api-purchase-claim"),
+    path("rewards", catalog.RewardListApi.as_view(), name="api-rewards"),
+    path("redemptions", catalog.RedemptionCreateApi.as_view(), name="api-redemptions"),
+    path("redemptions/<int:redemption_id>/cancel", catalog.RedemptionCancelApi.as_view(), name="api-redemption-cancel"),
+    path("vouchers/<voucher_code:code>", catalog.VoucherDetailApi.as_view(), name="api-voucher"),
+    path("vouchers/<voucher_code:code>/use", catalog.VoucherUseApi.as_view(), name="api-voucher-use"),
 ]
