@@ -42,6 +42,7 @@ from django.db import connection  # noqa: E402
 
 from members import services as member_services  # noqa: E402
 from members.models import Store  # noqa: E402
+from rewards import services  # noqa: E402
 from rewards.models import Programme, ProgrammeRules  # noqa: E402
 from rewards.selectors import ledger_drift  # noqa: E402
 
@@ -86,6 +87,27 @@ FROM (SELECT account_id, SUM(remaining) FILTER (WHERE status = 'available') AS a
       FROM rewards_pointslot GROUP BY account_id) s
 WHERE a.member_id = s.account_id;
 ANALYZE;
+"""
+
+# Points past their validity, as a year without the clock would leave them: available lots whose
+# expiry (a local midnight in the last 30 days) has passed, each with the entry that granted it.
+GENERATE_DUE = """
+WITH lots AS (
+    INSERT INTO rewards_pointslot (account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
+    SELECT m.id, 5 + (m.id + k) %% 40, 5 + (m.id + k) %% 40, 'available', now() - interval '400 days',
+           date_trunc('day', now()) - ((m.id * 7 + k) %% 30) * interval '1 day', NULL, now() - interval '400 days'
+    FROM members_member m CROSS JOIN generate_series(1, %(per_member)s) k
+    RETURNING id, account_id, points, earned_at
+), entries AS (
+    INSERT INTO rewards_ledgerentry (account_id, kind, points, occurred_at, created_at, purchase_id, lot_id, actor_id,
+        source_ref, reason, detail, owed_points, idempotency_key)
+    SELECT account_id, 'bonus', points, earned_at, now(), NULL, id, NULL, '', 'Bench bonus', '{}'::jsonb, 0, NULL FROM lots
+)
+UPDATE rewards_pointsaccount a
+SET available = a.available + s.points, lifetime_earned = a.lifetime_earned + s.points
+FROM (SELECT account_id, SUM(points) AS points FROM lots GROUP BY account_id) s
+WHERE a.member_id = s.account_id;
+ANALYZE rewards_pointslot, rewards_ledgerentry, rewards_pointsaccount;
 """
 
 # The transaction one API purchase performs, written by hand: the ceiling the API is measured against.
@@ -258,6 +280,19 @@ def bench_import(rows: int, member_numbers: list[str]) -> dict[str, float]:
     return {"rows": rows, "rows_per_s": rows / seconds, "raw_copy_rows_per_s": rows / raw_seconds, "ratio": raw_seconds / seconds}
 
 
+def bench_expire(due_lots: int, members: int) -> dict[str, float]:
+    """Time the clock's expiry job over at least `due_lots` lots past their validity."""
+    per_member = -(-due_lots // members)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(GENERATE_DUE, {"per_member": per_member})
+    print(f"generated {members * per_member:,} lots past their expiry in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    result = services.points_expire_due()
+    seconds = time.perf_counter() - started
+    return {"lots": int(result.lots), "points": int(result.points), "accounts": int(result.accounts), "seconds": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--members", type=int, default=100_000)
@@ -265,7 +300,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=400, help="per client")
     parser.add_argument("--import-rows", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["api", "import"], help="run one part only")
+    parser.add_argument("--due-lots", type=int, default=1_000_000, help="lots past their expiry for the expire part")
+    parser.add_argument("--only", choices=["api", "import", "expire"], help="run one part only")
     parser.add_argument("--server", default="gthread:4:4", help="gunicorn worker class:workers:threads")
     options = parser.parse_args()
 
@@ -276,10 +312,12 @@ def main() -> None:
         first = cursor.fetchone()[0]
     connection.close()
     results: dict[str, dict[str, float]] = {}
-    if options.only != "import":
+    if options.only in (None, "api"):
         results.update(bench_api(options, key, store, rules, first, member_numbers))
-    if options.only != "api":
+    if options.only in (None, "import"):
         results["import"] = bench_import(options.import_rows, member_numbers)
+    if options.only in (None, "expire"):
+        results["expire"] = bench_expire(options.due_lots, options.members)
     drift = ledger_drift()
     results["ledger_check"] = {"problems": len(drift)}
     report(results, options)
@@ -399,6 +437,18 @@ def report(results: dict[str, dict[str, float]], options: argparse.Namespace) ->
                 f"{imp['ratio']:.2f}",
                 "≥ 0.10",
                 imp["ratio"] >= 0.10,
+            )
+        )
+    if "expire" in results:
+        exp = results["expire"]
+        rows.append(
+            (
+                f"expire {exp['lots'] / 1e6:.1f}M due lots",
+                f"{exp['seconds']:.1f} s ({exp['lots'] / exp['seconds']:,.0f} lots/s)",
+                "",
+                "",
+                "< 60 s",
+                exp["seconds"] < 60,
             )
         )
     problems = results["ledger_check"]["problems"]

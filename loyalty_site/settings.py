@@ -247,7 +247,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TIMEZONE = "UTC"
+# Beat reads the hours of the schedule below in this zone. Set it to the programme's time zone
+# (Programme.timezone, Asia/Shanghai in the demo) so the daily jobs run at those local hours;
+# the jobs count days in the programme's zone whenever they run.
+CELERY_TIMEZONE = env.str("CLOCK_TIME_ZONE", default="Asia/Shanghai")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # The programme clock, defined in code; the database scheduler copies it into the admin.
 CELERY_BEAT_SCHEDULE = {
@@ -255,9 +258,32 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rewards.tasks.release_pending_points",
         "schedule": crontab(minute="*/15"),
     },
+    # Points and vouchers expire at a moment, so these run every hour.
     "rewards: expire points": {
         "task": "rewards.tasks.expire_points",
         "schedule": crontab(minute="5", hour="*"),
+    },
+    "rewards: expire vouchers": {
+        "task": "rewards.tasks.expire_vouchers",
+        "schedule": crontab(minute="10", hour="*"),
+    },
+    # Daily work at a quiet hour, once the programme's day has begun.
+    "rewards: evaluate tiers": {
+        "task": "rewards.tasks.evaluate_tiers",
+        "schedule": crontab(minute="30", hour="2"),
+    },
+    # Messages go out in the morning, not in the night.
+    "rewards: birthday bonuses": {
+        "task": "rewards.tasks.grant_birthday_bonuses",
+        "schedule": crontab(minute="0", hour="9"),
+    },
+    "rewards: remind expiring points": {
+        "task": "rewards.tasks.remind_expiring_points",
+        "schedule": crontab(minute="0", hour="10"),
+    },
+    "rewards: remind vouchers": {
+        "task": "rewards.tasks.remind_vouchers",
+        "schedule": crontab(minute="30", hour="10"),
     },
 }
 

@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 
 from members import services
-from members.models import ApiKey, ConsentRecord, Member, Store, User
+from members.models import ApiKey, ConsentRecord, Member, Notification, Store, User
 
 
 @admin.register(User)
@@ -110,3 +110,38 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
         return False  # revoke instead: purchases keep the name of the key that recorded them
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Messages are written by the programme; the admin shows what was sent, to whom, and how it went."""
+
+    list_display = ["created_at", "member", "kind", "subject", "email_status", "sms_status", "attempts", "read_at"]
+    list_filter = ["kind", "email_status", "sms_status"]
+    search_fields = ["member__member_number", "member__phone", "member__email", "member__name", "subject"]
+    date_hierarchy = "created_at"
+    list_select_related = ["member"]
+    fields = [
+        "member",
+        "kind",
+        "key",
+        "subject",
+        "body",
+        "link",
+        "created_at",
+        "read_at",
+        "email_status",
+        "sms_status",
+        "attempts",
+        "delivered_at",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:  # type: ignore[no-untyped-def]
+        return False

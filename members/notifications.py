@@ -3,30 +3,37 @@
 Callers run `notify` inside the transaction that caused the message, so a rolled-back write
 sends nothing; delivery is a Celery task enqueued on commit. The text is rendered once, in the
 member's language, from `templates/notifications/<kind>.txt`: the first line is the subject,
-the rest the body.
+the rest the body. Pass dates in the context as dates already in the programme's time zone.
 """
 
+import functools
 import logging
 from typing import Protocol
 
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.template.loader import render_to_string
+from django.template import Context
+from django.template.loader import get_template
 from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 
 from members.models import Member, Notification
 
 logger = logging.getLogger(__name__)
+ONCE_PER_KEY = "notification_once_per_key"
 
 
 def render(*, member: Member, kind: str, context: dict[str, object]) -> tuple[str, str]:
     """Return the subject and body of a message of this kind, in the member's language."""
+    template = get_template(f"notifications/{kind}.txt").template
     with translation.override(member.language):
-        text = render_to_string(f"notifications/{kind}.txt", {"member": member, **context}).strip()
+        # Plain text: a name such as O'Brien must not arrive as O&#x27;Brien.
+        text = template.render(Context({"member": member, **context}, autoescape=False)).strip()
     subject, _sep, body = text.partition("\n")
-    return subject.strip(), body.strip()
+    # One header line that fits the column, whatever a member's name holds.
+    subject = " ".join(subject.split())[: Notification._meta.get_field("subject").max_length]
+    return subject, body.strip()
 
 
 def notify(
@@ -54,12 +61,15 @@ def notify(
     try:
         with transaction.atomic():
             notification.save(force_insert=True)
-    except IntegrityError:
+    except IntegrityError as error:
+        if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != ONCE_PER_KEY:
+            raise
         return None  # this message was already written: a job or task ran twice
     if Notification.Delivery.PENDING in (notification.email_status, notification.sms_status):
         from members.tasks import deliver_notification  # tasks import this module
 
-        deliver_notification.delay_on_commit(notification.pk)
+        # Robust: the caller's write is committed by now; a broker hiccup must not turn it into an error.
+        transaction.on_commit(functools.partial(deliver_notification.delay, notification.pk), robust=True)
     return notification
 
 
@@ -72,6 +82,8 @@ def _requested(wanted: bool, consent: bool, address: object) -> str:
 
 
 class SmsBackend(Protocol):
+    """A text-message gateway; it raises OSError when sending failed and is worth retrying."""
+
     def send(self, *, phone: str, text: str) -> None: ...
 
 
@@ -87,13 +99,18 @@ def sms_backend() -> SmsBackend:
 
 
 def notification_deliver(*, notification_id: int) -> Notification | None:
-    """Send a queued message by each pending channel; a channel already sent is never sent again."""
-    notification = None
-    # One transaction per channel: when SMS fails after the e-mail went out, the retry sends SMS only.
+    """Send a queued message by each pending channel; a channel already sent is never sent again.
+
+    Each channel is sent in its own transaction holding the message's row: a twin delivery of
+    the same message skips it instead of sending twice, and when SMS fails after the e-mail went
+    out, the retry sends SMS only. A failed channel does not hold back the other; the first
+    failure is raised after both were tried, for the task to retry.
+    """
+    notification, failure = None, None
     for channel, send in (("email_status", _send_email), ("sms_status", _send_sms)):
         with transaction.atomic():
             notification = (
-                Notification.objects.select_for_update(skip_locked=True)
+                Notification.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("member")
                 .filter(pk=notification_id)
                 .first()
@@ -103,10 +120,17 @@ def notification_deliver(*, notification_id: int) -> Notification | None:
             if getattr(notification, channel) != Notification.Delivery.PENDING:
                 continue
             notification.attempts += 1
-            notification.save(update_fields=["attempts"])
-        send(notification)
-        sent = {channel: Notification.Delivery.SENT, "delivered_at": timezone.now()}
-        Notification.objects.filter(pk=notification_id).update(**sent)
+            try:
+                send(notification)
+            except OSError as error:
+                failure = failure or error
+                notification.save(update_fields=["attempts"])
+                continue
+            setattr(notification, channel, Notification.Delivery.SENT)
+            notification.delivered_at = timezone.now()
+            notification.save(update_fields=[channel, "delivered_at", "attempts"])
+    if failure is not None:
+        raise failure
     return notification
 
 

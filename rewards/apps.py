@@ -5,3 +5,12 @@ from django.utils.translation import gettext_lazy as _
 class RewardsConfig(AppConfig):
     name = "rewards"
     verbose_name = _("Rewards")
+
+    def ready(self) -> None:
+        from rewards import hooks, lifecycle, stamps
+
+        # Stamp cards and the points-earned message live in this app, so they listen here
+        # rather than at the composition root.
+        hooks.on_purchase_recorded(stamps.on_purchase)
+        hooks.on_return_recorded(stamps.on_return)
+        hooks.on_purchase_recorded(lifecycle.on_purchase)

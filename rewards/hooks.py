@@ -1,7 +1,8 @@
 """The one way higher apps react to purchases and returns without `rewards` importing them.
 
-Referrals may qualify a friend on a purchase, campaigns may add bonus points. Handlers are
-registered at the composition root (`loyalty_site.apps`), run inside the transaction that
+Referrals may qualify a friend on a purchase, campaigns may add bonus points. Handlers of
+higher apps are registered at the composition root (`loyalty_site.apps`); those of `rewards`
+itself (stamp cards, the points-earned message) in `rewards.apps`. They run inside the transaction that
 recorded the purchase or return (so they commit or roll back with it), and run only when it
 was newly recorded, never on an idempotent replay. A handler with slow work enqueues a task
 with `delay_on_commit`.

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from rewards import services
+from rewards import catalog, lifecycle, services, tiers
 from rewards.clock import job_run
 
 
@@ -19,3 +19,28 @@ def expire_points() -> dict[str, int]:
         return services.points_expire_due()
 
     return job_run("expire_points", work)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def remind_expiring_points() -> dict[str, int]:
+    return job_run("remind_expiring_points", lifecycle.points_expiry_remind_due)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def grant_birthday_bonuses() -> dict[str, int]:
+    return job_run("grant_birthday_bonuses", lifecycle.birthday_bonuses_grant)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def expire_vouchers() -> dict[str, int]:
+    return job_run("expire_vouchers", catalog.vouchers_expire_due)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def remind_vouchers() -> dict[str, int]:
+    return job_run("remind_vouchers", catalog.vouchers_remind_due)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def evaluate_tiers() -> dict[str, int]:
+    return job_run("evaluate_tiers", tiers.tiers_evaluate)
