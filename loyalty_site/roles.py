@@ -13,6 +13,13 @@ VIEW_PROGRAMME = [
     "rewards.view_ledgerentry",
     "rewards.view_purchase",
     "rewards.view_return",
+    "rewards.view_tier",
+    "rewards.view_membertier",
+    "rewards.view_reward",
+    "rewards.view_redemption",
+    "rewards.view_voucher",
+    "rewards.view_stampprogramme",
+    "rewards.view_stampcard",
 ]
 
 CASHIER = [
@@ -21,6 +28,8 @@ CASHIER = [
     "members.change_member",
     "rewards.add_purchase",
     "rewards.add_return",
+    "rewards.add_redemption",  # redeem a reward for the member at the counter
+    "rewards.change_voucher",  # mark a voucher used
 ]
 
 STORE_MANAGER = [
@@ -28,6 +37,8 @@ STORE_MANAGER = [
     "members.view_consentrecord",
     "rewards.view_pointslot",
     "rewards.adjust_points",
+    "rewards.change_redemption",  # cancel a redemption, points and stock back
+    "rewards.view_tierchange",
 ]
 
 MARKETER = [
@@ -42,6 +53,16 @@ MARKETER = [
     "rewards.add_termstext",
     "rewards.change_termstext",
     "rewards.view_termstext",
+    "rewards.add_tier",
+    "rewards.change_tier",
+    "rewards.view_tierchange",
+    "rewards.add_reward",
+    "rewards.change_reward",
+    "rewards.add_stampprogramme",
+    "rewards.change_stampprogramme",
+    "rewards.view_stampevent",
+    "rewards.view_jobrun",
+    "members.view_notification",
     "referrals.*",
     "campaigns.*",
     "analytics.*",

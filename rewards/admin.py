@@ -8,22 +8,35 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from modeltranslation.admin import TranslationAdmin
 
 from members.models import Store
-from rewards import imports, services
+from rewards import catalog, imports, services, tiers
+from rewards.explanations import explain_stamps
 from rewards.models import (
+    JobRun,
     LedgerEntry,
+    MemberTier,
     PointsAccount,
     PointsLot,
     Programme,
     ProgrammeRules,
     Purchase,
     PurchaseLine,
+    Redemption,
     Return,
+    Reward,
+    StampCard,
+    StampEvent,
+    StampProgramme,
     TermsAcceptance,
     TermsText,
     TermsVersion,
+    Tier,
+    TierChange,
+    Voucher,
 )
 
 
@@ -303,3 +316,281 @@ class PointsLotAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["status", "expires_at"]
     search_fields = ["account__member__member_number", "account__member__phone"]
     list_select_related = ["account__member"]
+
+
+# --- stamp cards ------------------------------------------------------------------------
+
+
+class StampProgrammeForm(forms.ModelForm):
+    class Meta:
+        model = StampProgramme
+        fields = ["name", "active", "stamps_needed", "rule", "min_amount", "category", "sku", "reward"]
+
+    def clean(self) -> dict[str, object]:
+        cleaned = super().clean()
+        # The database refuses these too; here the merchant is told which field to fill in.
+        rule = cleaned.get("rule")
+        if rule == StampProgramme.Rule.CATEGORY_ITEM and not (cleaned.get("category") or "").strip():
+            self.add_error("category", _("Name the category whose items earn a stamp."))
+        if rule == StampProgramme.Rule.SKU_ITEM and not (cleaned.get("sku") or "").strip():
+            self.add_error("sku", _("Give the SKU of the product that earns a stamp."))
+        return cleaned
+
+
+@admin.register(StampProgramme)
+class StampProgrammeAdmin(TranslationAdmin):
+    form = StampProgrammeForm
+    list_display = ["name", "rule", "stamps_needed", "reward", "active"]
+    list_filter = ["active", "rule"]
+    list_select_related = ["reward"]
+
+    def save_model(self, request: HttpRequest, obj: StampProgramme, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.programme = services.programme_get()
+        super().save_model(request, obj, form, change)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Cards and their history point at the programme: retire it by making it inactive.
+        return False
+
+
+class StampEventInline(ReadOnlyMixin, admin.TabularInline):
+    model = StampEvent
+    extra = 0
+    fields = ["created_at", "stamps", "purchase", "return_record", "explanation"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[StampEvent]:
+        return super().get_queryset(request).select_related("card__voucher__reward", "purchase__store", "return_record")
+
+    @admin.display(description=_("explanation"))
+    def explanation(self, obj: StampEvent) -> str:
+        return explain_stamps(obj)
+
+
+@admin.register(StampCard)
+class StampCardAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["member", "programme", "stamps", "created_at", "completed_at", "voucher"]
+    list_filter = ["programme", "completed_at"]
+    search_fields = ["member__member_number", "member__phone", "member__email"]
+    list_select_related = ["member", "programme", "voucher"]
+    inlines = [StampEventInline]
+
+
+# --- the programme clock ----------------------------------------------------------------
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["job", "started_at", "duration", "status", "counts", "short_error"]
+    list_filter = ["job", "status"]
+    date_hierarchy = "started_at"
+    fields = ["job", "started_at", "finished_at", "duration", "status", "counts", "error"]
+    readonly_fields = fields
+
+    @admin.display(description=_("duration"))
+    def duration(self, obj: JobRun) -> str:
+        return f"{obj.duration.total_seconds():,.1f} s" if obj.duration is not None else "—"
+
+    @admin.display(description=_("error"))
+    def short_error(self, obj: JobRun) -> str:
+        return obj.error[:120]
+
+
+# --- reward catalog, redemptions and vouchers ---------------------------------------------
+
+
+@admin.register(Reward)
+class RewardAdmin(TranslationAdmin):
+    list_display = [
+        "thumbnail",
+        "title",
+        "kind",
+        "points_cost",
+        "stock",
+        "limit_per_member",
+        "min_tier",
+        "available_from",
+        "available_until",
+        "visible_from",
+        "visible_until",
+        "active",
+    ]
+    list_display_links = ["thumbnail", "title"]
+    list_filter = ["active", "kind", "min_tier"]
+    search_fields = ["title", "description"]
+    list_select_related = ["min_tier"]
+    fieldsets = [
+        (None, {"fields": ["kind", "title", "description", "image", "active"]}),
+        (_("Cost and value"), {"fields": ["points_cost", "value"]}),
+        (_("Who and how many"), {"fields": ["min_tier", "stock", "limit_per_member"]}),
+        (
+            _("When"),
+            {"fields": ["visible_from", "visible_until", "available_from", "available_until", "voucher_valid_days"]},
+        ),
+    ]
+
+    @admin.display(description=_("image"))
+    def thumbnail(self, obj: Reward) -> str:
+        return format_html('<img src="{}" alt="" width="48">', obj.image.url) if obj.image else "—"
+
+    def save_model(self, request: HttpRequest, obj: Reward, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.programme = services.programme_get()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Redemption)
+class RedemptionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["created_at", "member", "reward", "points", "status", "voucher", "store", "created_via", "cancelled_at"]
+    list_filter = ["status", "store", "created_at"]
+    search_fields = ["member__member_number", "member__phone", "member__email", "voucher__code"]
+    date_hierarchy = "created_at"
+    list_select_related = ["member", "reward", "voucher", "store"]
+    actions = ["cancel"]
+
+    @admin.action(description=_("Cancel, giving the points back"), permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Redemption]) -> None:
+        done = 0
+        for redemption in queryset.select_related("member"):
+            try:
+                catalog.redemption_cancel(redemption=redemption, by=request.user)  # type: ignore[arg-type]
+                done += 1
+            except services.RewardsError as error:
+                self.message_user(request, f"{redemption}: {error.message}", messages.ERROR)
+        if done:
+            self.message_user(request, _("Cancelled %(count)s redemption(s).") % {"count": done}, messages.SUCCESS)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("rewards.change_redemption")
+
+
+@admin.register(Voucher)
+class VoucherAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["code", "member", "reward", "status", "issued_at", "expires_at", "used_at", "used_store", "used_via"]
+    list_filter = ["status", "reward", "used_store"]
+    search_fields = ["code", "member__member_number", "member__phone"]
+    date_hierarchy = "issued_at"
+    list_select_related = ["member", "reward", "used_store"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Voucher], search_term: str
+    ) -> tuple[QuerySet[Voucher], bool]:
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        # A code read off a phone is often typed in lower case or without its dashes.
+        if code := catalog.voucher_code_normalise(search_term):
+            found |= queryset.filter(code=code)
+        return found, duplicates
+
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+@admin.register(Tier)
+class TierAdmin(TranslationAdmin):
+    list_display = [
+        "rank",
+        "name",
+        "metric",
+        "window",
+        "entry_threshold",
+        "retain_threshold",
+        "grace_days",
+        "earn_multiplier",
+        "invitation_only",
+        "active",
+    ]
+    list_display_links = ["rank", "name"]
+    list_filter = ["active", "invitation_only", "metric"]
+    fieldsets = [
+        (None, {"fields": ["code", "name", "rank", "active"]}),
+        (
+            _("How it is reached and kept"),
+            {"fields": ["metric", "window", "window_months", "entry_threshold", "retain_threshold", "grace_days"]},
+        ),
+        (_("Benefits"), {"fields": ["earn_multiplier", "birthday_bonus_points", "perks"]}),
+        (_("By invitation"), {"fields": ["invitation_only"]}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: Tier, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            obj.programme = services.programme_get()
+        super().save_model(request, obj, form, change)
+
+
+class TierInviteForm(forms.ModelForm):
+    """The add form of member tiers: invite a member to a tier by invitation, until a day."""
+
+    note = forms.CharField(label=_("Note"), max_length=300, required=False, help_text=_("Kept in the tier history."))
+
+    class Meta:
+        model = MemberTier
+        fields = ["member", "tier", "invited_until"]
+        labels = {"tier": _("Invite to"), "invited_until": _("Until (last day)")}
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["tier"].queryset = Tier.objects.filter(invitation_only=True, active=True)  # type: ignore[attr-defined]
+        self.fields["tier"].required = True
+        self.fields["invited_until"].required = True
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        if not self.errors:
+            today = timezone.localdate(timezone.now(), services.programme_get().tz)
+            errors = tiers.tier_invite_errors(member=data["member"], tier=data["tier"], until=data["invited_until"], today=today)
+            for field, message in errors.items():
+                self.add_error("invited_until" if field == "until" else field, message)
+        return data
+
+    def validate_unique(self) -> None:
+        """A member already holding a tier is invited all the same: the service updates their row."""
+
+
+@admin.register(MemberTier)
+class MemberTierAdmin(admin.ModelAdmin):
+    """Members' tiers, read-only; adding one here invites a member to a tier by invitation."""
+
+    list_display = ["member", "tier", "since", "invited_until", "missed_since", "evaluated_on"]
+    list_filter = ["tier", "evaluated_on"]
+    search_fields = ["member__member_number", "member__phone", "member__email", "member__name"]
+    list_select_related = ["member", "tier"]
+    raw_id_fields = ["member"]
+
+    def get_form(self, request: HttpRequest, obj: MemberTier | None = None, change: bool = False, **kwargs: object):  # type: ignore[no-untyped-def,override]
+        if obj is None:
+            kwargs["form"] = TierInviteForm
+            kwargs["fields"] = ["member", "tier", "invited_until", "note"]
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: MemberTier | None = None) -> list[str]:  # type: ignore[override]
+        if obj is None:
+            return ["member", "tier", "invited_until", "note"]
+        return ["member", "tier", "since", "invited_until", "missed_since", "evaluated_on"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(tiers.INVITE_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # tiers change through purchases, the evaluation and invitations, with their history
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: MemberTier, form: forms.ModelForm, change: bool) -> None:
+        tiers.tier_invite(
+            member=form.cleaned_data["member"],
+            tier=form.cleaned_data["tier"],
+            until=form.cleaned_data["invited_until"],
+            by=request.user,  # type: ignore[arg-type]
+            note=form.cleaned_data["note"],
+        )
+
+
+@admin.register(TierChange)
+class TierChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["created_at", "member", "from_tier", "to_tier", "reason", "detail", "note", "actor"]
+    list_filter = ["reason", "to_tier", "created_at"]
+    search_fields = ["member__member_number", "member__phone", "member__email", "note"]
+    date_hierarchy = "created_at"
+    list_select_related = ["member", "from_tier", "to_tier", "actor"]
