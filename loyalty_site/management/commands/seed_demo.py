@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from members import services as member_services
 from members.models import Member, Store, User
+from rewards import catalog
 from rewards import services as reward_services
-from rewards.models import Programme, ProgrammeRules, TermsText, TermsVersion
+from rewards.models import Programme, ProgrammeRules, Reward, StampProgramme, TermsText, TermsVersion, Tier
 from rewards.selectors import account_for
 from rewards.services import LineInput
 
@@ -42,6 +43,21 @@ MENU = [
 ]
 FAMILY_NAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "林", "吴", "周", "김", "이", "박", "최", "陳", "林", "黃"]
 GIVEN_NAMES = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "婷", "민준", "서연", "지우", "志明", "淑芬", "雅婷", "家豪"]
+# (code, rank, names en/zh-hans/zh-hant/ko, to reach, to keep, multiplier, birthday bonus, by invitation)
+TIERS = [
+    ("silver", 1, ("Silver", "银卡", "銀卡", "실버"), 500, 400, "1.25", 50, False),
+    ("gold", 2, ("Gold", "金卡", "金卡", "골드"), 1500, 1200, "1.5", 150, False),
+    ("black", 3, ("Black", "黑卡", "黑卡", "블랙"), 999999, 0, "2", 300, True),
+]
+# (kind, titles en/zh-hans/zh-hant/ko, points, value, lowest tier, stock)
+REWARDS = [
+    ("free_item", ("Free Americano", "免费美式咖啡", "免費美式咖啡", "아메리카노 무료"), 150, None, None, None),
+    ("free_item", ("Free latte", "免费拿铁", "免費拿鐵", "라테 무료"), 200, None, None, None),
+    ("fixed_voucher", ("¥20 off", "立减 20 元", "折抵 20 元", "20위안 할인"), 300, "20", None, None),
+    ("percent_voucher", ("15% off beans", "咖啡豆 85 折", "咖啡豆 85 折", "원두 15% 할인"), 250, "15", "silver", None),
+    ("merchandise", ("Morning Light mug", "晨光马克杯", "晨光馬克杯", "모닝라이트 머그"), 600, None, None, 40),
+    ("experience", ("Cupping with our roaster", "烘焙师杯测体验", "烘豆師杯測體驗", "로스터 커핑 체험"), 900, None, "gold", 12),
+]
 TERMS = {
     "en": "Earn 1 point for every ¥1 you pay. Points can be spent 14 days after a purchase and are valid for 12 months.",
     "zh-hans": "每消费 1 元积 1 分。积分在消费 14 天后可用，有效期 12 个月。",
@@ -60,6 +76,7 @@ class Command(BaseCommand):
         call_command("sync_roles", verbosity=0)
         with transaction.atomic():
             self._programme()
+            self._catalog()
             stores = self._stores()
             staff = self._staff(stores)
         created = self._members(int(options["members"]), stores, staff)  # type: ignore[call-overload]
@@ -93,6 +110,45 @@ class Command(BaseCommand):
                 programme=programme, version="2025.1", published_at=timezone.now() - dt.timedelta(days=800)
             )
             TermsText.objects.bulk_create(TermsText(terms=terms, language=lang, body=body) for lang, body in TERMS.items())
+
+    def _catalog(self) -> None:
+        programme = Programme.objects.get()
+        tiers = {}
+        for code, rank, names, reach, keep, multiplier, birthday, invited in TIERS:
+            tiers[code], _created = Tier.objects.get_or_create(
+                code=code,
+                defaults=dict(
+                    programme=programme,
+                    rank=rank,
+                    **_translated("name", names),
+                    entry_threshold=reach,
+                    retain_threshold=keep,
+                    earn_multiplier=Decimal(multiplier),
+                    birthday_bonus_points=birthday,
+                    invitation_only=invited,
+                ),
+            )
+        if not Reward.objects.exists():
+            for kind, titles, points, value, tier, stock in REWARDS:
+                Reward.objects.create(
+                    programme=programme,
+                    kind=kind,
+                    **_translated("title", titles),
+                    points_cost=points,
+                    value=Decimal(value) if value else None,
+                    min_tier=tiers[tier] if tier else None,
+                    stock=stock,
+                    limit_per_member=1 if kind == "experience" else None,
+                )
+        if not StampProgramme.objects.exists():
+            StampProgramme.objects.create(
+                programme=programme,
+                **_translated("name", ("Coffee card", "咖啡集章卡", "咖啡集點卡", "커피 스탬프 카드")),
+                stamps_needed=8,
+                rule=StampProgramme.Rule.CATEGORY_ITEM,
+                category="coffee",
+                reward=Reward.objects.get(title_en="Free latte"),
+            )
 
     def _stores(self) -> list[Store]:
         return [
@@ -200,8 +256,20 @@ class Command(BaseCommand):
             )
             purchases.append(result.purchase)
             if p["redeem_after"] and account_for(member).available >= p["redeem_after"]:
-                reward_services.points_spend(member=member, points=p["redeem_after"] // 2, reason="Free drink of your choice")
+                # Through the catalog, as at the counter: a voucher, some of them used since.
+                reward = Reward.objects.filter(min_tier=None, points_cost__lte=p["redeem_after"]).order_by("-points_cost").first()
+                if reward is not None:
+                    try:
+                        redemption = catalog.redemption_create(member=member, reward=reward, by=staff["Cashier"], store=store)
+                    except reward_services.InsufficientPoints:
+                        continue  # some of the points had expired meanwhile: no coffee this time
+                    if k % 2:
+                        catalog.voucher_use(code=redemption.voucher.code, by=staff["Cashier"], store=store)
         if p["return_one"] and purchases:
             reward_services.purchase_return(
                 purchase=purchases[-1], return_number=f"{n}-RET", amount=purchases[-1].gross, by=staff["Store manager"]
             )
+
+
+def _translated(field: str, values: tuple[str, str, str, str]) -> dict[str, str]:
+    return {f"{field}_{suffix}": value for suffix, value in zip(("en", "zh_hans", "zh_hant", "ko"), values, strict=True)}
