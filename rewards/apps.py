@@ -11,6 +11,6 @@ class RewardsConfig(AppConfig):
 
         # Stamp cards and the points-earned message live in this app, so they listen here
         # rather than at the composition root.
-        hooks.on_purchase_recorded(stamps.on_purchase)
+        hooks.on_purchases_recorded(stamps.on_purchases)
         hooks.on_return_recorded(stamps.on_return)
-        hooks.on_purchase_recorded(lifecycle.on_purchase)
+        hooks.on_purchases_recorded(lifecycle.on_purchases)

@@ -330,8 +330,9 @@ def _fire_hooks(purchase_ids: list[int]) -> None:
         for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN).select_related("lot")
     }
     # In member order, as the accounts were locked, so two batches sharing members never deadlock in a handler.
-    for purchase in purchases.order_by("member_id", "pk"):
-        hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entries.get(purchase.pk)))
+    hooks.purchases_recorded(
+        [hooks.PurchaseRecorded(purchase=p, entry=entries.get(p.pk)) for p in purchases.order_by("member_id", "pk")]
+    )
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ was newly recorded, never on an idempotent replay. A handler with slow work enqu
 with `delay_on_commit`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,9 +29,11 @@ class ReturnRecorded:
 
 
 PurchaseHandler = Callable[[PurchaseRecorded], None]
+PurchasesHandler = Callable[[Sequence[PurchaseRecorded]], None]
 ReturnHandler = Callable[[ReturnRecorded], None]
 
 _purchase_handlers: list[PurchaseHandler] = []
+_purchases_handlers: list[PurchasesHandler] = []
 _return_handlers: list[ReturnHandler] = []
 
 
@@ -39,6 +41,16 @@ def on_purchase_recorded(handler: PurchaseHandler) -> PurchaseHandler:
     """Register a handler for newly recorded purchases (a member's, or an anonymous one claimed)."""
     if handler not in _purchase_handlers:
         _purchase_handlers.append(handler)
+    return handler
+
+
+def on_purchases_recorded(handler: PurchasesHandler) -> PurchasesHandler:
+    """Register a handler that takes newly recorded purchases together (one, or a till's batch).
+
+    For handlers with set-up worth sharing, such as reading their settings once per batch.
+    """
+    if handler not in _purchases_handlers:
+        _purchases_handlers.append(handler)
     return handler
 
 
@@ -50,14 +62,21 @@ def on_return_recorded(handler: ReturnHandler) -> ReturnHandler:
 
 
 def unregister(handler: Callable[..., None]) -> None:
-    for handlers in (_purchase_handlers, _return_handlers):
+    for handlers in (_purchase_handlers, _purchases_handlers, _return_handlers):
         if handler in handlers:
             handlers.remove(handler)  # type: ignore[arg-type]
 
 
 def purchase_recorded(event: PurchaseRecorded) -> None:
-    for handler in list(_purchase_handlers):
-        handler(event)
+    purchases_recorded([event])
+
+
+def purchases_recorded(events: Sequence[PurchaseRecorded]) -> None:
+    for many in list(_purchases_handlers):
+        many(events)
+    for event in events:
+        for handler in list(_purchase_handlers):
+            handler(event)
 
 
 def return_recorded(event: ReturnRecorded) -> None:

@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from members.models import Member, Notification
-from members.notifications import notify
+from members.notifications import inbox_write, notify
 from rewards import bulk, hooks, services, tiers
 from rewards.bulk import CREDIT_STAGING, _apply_credits
 
@@ -31,17 +31,19 @@ def _chunks(ids: Sequence[int], size: int) -> list[Sequence[int]]:
 # --- points earned -------------------------------------------------------------------------
 
 
-def on_purchase(event: hooks.PurchaseRecorded) -> None:
-    """Tell the member what a new purchase earned, in the inbox only (a message per coffee would be noise)."""
-    entry = event.entry
-    if entry is None or event.purchase.member is None:
-        return
-    notify(
-        member=event.purchase.member,
+def on_purchases(events: Sequence[hooks.PurchaseRecorded]) -> None:
+    """Tell each member what a new purchase earned, in the inbox only (an e-mail per coffee would be noise)."""
+    inbox_write(
         kind=Notification.Kind.POINTS_EARNED,
-        key=f"earned:{entry.pk}",
-        context={"entry": entry, "pending": entry.lot is not None and entry.lot.status == "pending"},
-        email=False,
+        messages=[
+            (
+                event.purchase.member,
+                f"earned:{event.entry.pk}",
+                {"entry": event.entry, "pending": event.entry.lot is not None and event.entry.lot.status == "pending"},
+            )
+            for event in events
+            if event.entry is not None and event.purchase.member is not None
+        ],
     )
 
 

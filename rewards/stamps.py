@@ -176,21 +176,24 @@ def _stamps_remove(*, programme: StampProgramme, return_record: Return) -> None:
 # --- the hooks --------------------------------------------------------------------------
 
 
-def on_purchase(event: hooks.PurchaseRecorded) -> None:
-    """Stamp the member's cards of every active programme the purchase earns on."""
-    purchase = event.purchase
-    if purchase.member_id is None:
+def on_purchases(events: Sequence[hooks.PurchaseRecorded]) -> None:
+    """Stamp the members' cards of every active programme each purchase earns on."""
+    if all(event.purchase.member_id is None for event in events):
         return  # an anonymous sale stamps when it is claimed
     programmes = list(StampProgramme.objects.filter(active=True).select_related("reward").order_by("pk"))
     if not programmes:
         return
-    lines = list(purchase.lines.all()) if any(p.rule != StampRule.PURCHASE_OVER for p in programmes) else []
-    earned = [(p, figures) for p in programmes if (figures := _earned(p, purchase, lines))]
-    if not earned:
-        return
-    services._account_locked(purchase.member)  # type: ignore[arg-type]
-    for programme, figures in earned:
-        _stamps_add(programme=programme, purchase=purchase, figures=figures)
+    for event in events:
+        purchase = event.purchase
+        if purchase.member_id is None:
+            continue
+        lines = list(purchase.lines.all()) if any(p.rule != StampRule.PURCHASE_OVER for p in programmes) else []
+        earned = [(p, figures) for p in programmes if (figures := _earned(p, purchase, lines))]
+        if not earned:
+            continue
+        services._account_locked(purchase.member)  # type: ignore[arg-type]
+        for programme, figures in earned:
+            _stamps_add(programme=programme, purchase=purchase, figures=figures)
 
 
 def on_return(event: hooks.ReturnRecorded) -> None:

@@ -14,7 +14,9 @@ def test_the_demo_loads_a_whole_programme_through_the_services_and_twice_adds_no
     call_command("seed_demo", members=30, stdout=None)
 
     assert (Member.objects.count(), LedgerEntry.objects.count(), Redemption.objects.count(), Voucher.objects.count()) == counts
-    assert Tier.objects.count() == 3 and Reward.objects.count() == 6
-    assert Redemption.objects.exists() and StampCard.objects.exists()
+    assert Tier.objects.count() == 3
+    assert Reward.objects.count() == 6
+    assert Redemption.objects.exists()
+    assert StampCard.objects.exists()
     assert Tier.objects.get(code="gold").name_zh_hant == "金卡"
     assert ledger_drift() == []

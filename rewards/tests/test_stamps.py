@@ -216,7 +216,7 @@ def test_a_replayed_purchase_stamps_once(store, member, coffee_card):
 def test_the_hook_running_twice_stamps_once(store, member, coffee_card):
     result = buy(store, member, "R-1", coffees=4)
 
-    stamps.on_purchase(hooks.PurchaseRecorded(purchase=result.purchase, entry=result.entry))
+    stamps.on_purchases([hooks.PurchaseRecorded(purchase=result.purchase, entry=result.entry)])
 
     assert StampEvent.objects.count() == 1
     assert Voucher.objects.count() == 1
