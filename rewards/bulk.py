@@ -92,6 +92,14 @@ SELECT DISTINCT member_id, 0, 0, 0, 0, 0, %(now)s::timestamptz FROM bulk_credit 
 ON CONFLICT DO NOTHING
 """
 
+# Every buyer of the batch, in id order, before anything else locks one: those who earned nothing
+# are still locked by the tier upgrade and the purchase hooks, and must not be taken out of order.
+LOCK_BUYERS = """
+SELECT member_id FROM rewards_pointsaccount
+WHERE member_id IN (SELECT member_id FROM bulk_sale WHERE created AND member_id IS NOT NULL)
+ORDER BY member_id FOR UPDATE
+"""
+
 LOCK_ACCOUNTS = """
 SELECT member_id, owed FROM rewards_pointsaccount
 WHERE member_id IN (SELECT member_id FROM bulk_credit)
@@ -308,6 +316,7 @@ def write_staged_sales(
     cursor.execute(INSERT_PURCHASES, {"now": now, "by": by.pk if by else None, "via": via})
     cursor.execute(MATCH_REPLAYS)
     cursor.execute(INSERT_LINES)
+    cursor.execute(LOCK_BUYERS)
     cursor.execute(CREDIT_STAGING)
     cursor.execute(CREDIT_PURCHASES)
     _apply_credits(cursor, now=now, by=by)
@@ -315,7 +324,7 @@ def write_staged_sales(
     # Members move up as after single purchases. An import of history (`collect=False`) moves them
     # up too, so their tiers agree with the purchases now on record, but tells nobody: old sales are no news.
     tiers.tiers_upgrade_reached(
-        member_ids=[row[0] for row in cursor.fetchall()], now=now, tz=services.programme_get().tz, tell=collect
+        member_ids=[row[0] for row in cursor.fetchall()], now=now, tz=services.programme_get().tz, lock=False, tell=collect
     )
     if not collect:
         return []
@@ -325,6 +334,7 @@ def write_staged_sales(
 
 def _fire_hooks(purchase_ids: list[int]) -> None:
     purchases = Purchase.objects.filter(pk__in=purchase_ids).select_related("member", "store", "rules__programme")
+    purchases = purchases.prefetch_related("lines")  # stamp cards count items
     entries = {
         e.purchase_id: e
         for e in LedgerEntry.objects.filter(purchase_id__in=purchase_ids, kind=LedgerEntry.Kind.EARN).select_related("lot")

@@ -138,6 +138,40 @@ def test_overlapping_batches_in_opposite_orders_neither_deadlock_nor_duplicate(r
     assert ledger_drift() == []
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_batches_whose_buyers_earn_nothing_still_lock_in_member_order(rules, store):
+    """Given a buyer who earns nothing (under a point) and one who earns, in two batches in
+    opposite orders, then neither batch deadlocks: every buyer is locked in id order first."""
+    errors: list[BaseException] = []
+    for round_ in range(8):
+        low, high = sorted((MemberFactory(), MemberFactory()), key=lambda m: m.pk)
+        services.purchase_record(store=store, receipt_number=f"SETUP-{round_}-L", amount="5", member=low)  # accounts exist
+        services.purchase_record(store=store, receipt_number=f"SETUP-{round_}-H", amount="5", member=high)
+        first = [sale(store, f"A-{round_}", "0.50", low), sale(store, f"B-{round_}", "50", high)]
+        second = [sale(store, f"C-{round_}", "0.50", high), sale(store, f"D-{round_}", "50", low)]
+        barrier = threading.Barrier(2)
+
+        def run(batch: list) -> None:
+            try:
+                barrier.wait()
+                bulk.purchases_record_bulk(batch)
+            except BaseException as error:  # reported by the assertion below
+                errors.append(error)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=run, args=(batch,)) for batch in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert errors == []
+    assert Purchase.objects.count() == 8 * 6
+    assert ledger_drift() == []
+
+
 ZONES = ["Asia/Shanghai", "Asia/Seoul", "Asia/Taipei", "America/New_York", "Europe/London", "Australia/Sydney"]
 
 
