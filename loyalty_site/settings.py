@@ -285,6 +285,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rewards.tasks.remind_vouchers",
         "schedule": crontab(minute="30", hour="10"),
     },
+    "members: queue lost deliveries again": {
+        "task": "rewards.tasks.requeue_notifications",
+        "schedule": crontab(minute="*/10"),
+    },
 }
 
 LOGGING = {

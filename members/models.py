@@ -317,6 +317,12 @@ class Notification(models.Model):
         indexes = [
             models.Index(fields=["member", "-created_at"], name="notification_member_recent"),
             models.Index(fields=["member"], condition=models.Q(read_at__isnull=True), name="notification_unread"),
+            # The clock's sweep for deliveries whose task was lost.
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(email_status="pending") | models.Q(sms_status="pending"),
+                name="notification_pending",
+            ),
         ]
         verbose_name = _("notification")
         verbose_name_plural = _("notifications")

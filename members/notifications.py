@@ -6,6 +6,7 @@ member's language, from `templates/notifications/<kind>.txt`: the first line is 
 the rest the body. Pass dates in the context as dates already in the programme's time zone.
 """
 
+import datetime as dt
 import functools
 import logging
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Protocol
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template import Context
 from django.template.loader import get_template
 from django.utils import timezone, translation
@@ -124,13 +126,11 @@ def notification_deliver(*, notification_id: int) -> Notification | None:
     for channel, send in (("email_status", _send_email), ("sms_status", _send_sms)):
         with transaction.atomic():
             notification = (
-                Notification.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("member")
-                .filter(pk=notification_id)
-                .first()
+                # Waits for a twin delivering it now, then finds that channel sent.
+                Notification.objects.select_for_update(of=("self",)).select_related("member").filter(pk=notification_id).first()
             )
             if notification is None:
-                return None  # gone, or another worker is delivering it right now
+                return None  # gone: the member closed their account
             if getattr(notification, channel) != Notification.Delivery.PENDING:
                 continue
             notification.attempts += 1
@@ -146,6 +146,24 @@ def notification_deliver(*, notification_id: int) -> Notification | None:
     if failure is not None:
         raise failure
     return notification
+
+
+def notifications_requeue_stale(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Queue again the messages whose delivery task was lost (a broker down at commit, a worker killed).
+
+    Never-tried messages after ten minutes, any still pending after a day (retries end in
+    `failed`, so pending that long means the retry was lost). Delivery skips what was sent, so a
+    message queued twice is still sent once.
+    """
+    from members.tasks import deliver_notification
+
+    now = now or timezone.now()
+    pending = Q(email_status=Notification.Delivery.PENDING) | Q(sms_status=Notification.Delivery.PENDING)
+    lost = Q(attempts=0, created_at__lt=now - dt.timedelta(minutes=10)) | Q(created_at__lt=now - dt.timedelta(days=1))
+    ids = list(Notification.objects.filter(pending, lost).values_list("pk", flat=True)[:10_000])
+    for notification_id in ids:
+        deliver_notification.delay(notification_id)
+    return {"requeued": len(ids)}
 
 
 def notification_failed(*, notification_id: int) -> None:

@@ -2,6 +2,7 @@
 
 from celery import shared_task
 
+from members import notifications
 from rewards import catalog, lifecycle, services, tiers
 from rewards.clock import job_run
 
@@ -44,3 +45,8 @@ def remind_vouchers() -> dict[str, int]:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def evaluate_tiers() -> dict[str, int]:
     return job_run("evaluate_tiers", tiers.tiers_evaluate)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def requeue_notifications() -> dict[str, int]:
+    return job_run("requeue_notifications", notifications.notifications_requeue_stale)

@@ -289,3 +289,54 @@ def test_messages_are_listed_read_only_in_the_admin(client, roles):
     assert "Happy birthday" not in missed.text
     assert client.get(reverse("admin:members_notification_change", args=[message.pk])).status_code == 200
     assert client.post(reverse("admin:members_notification_delete", args=[message.pk])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_delivery_whose_task_was_lost_is_queued_again_and_sent_once(sms):
+    """Given messages whose task never ran (a broker down at commit), then the sweep sends them once."""
+    from members.notifications import notifications_requeue_stale
+
+    member = MemberFactory(email_consent=True, sms_consent=True)
+    lost = birthday(member, key="lost", sms=True)
+    recent = birthday(member, key="recent", sms=True)
+    RecordingSms.sent.clear()
+    mail.outbox.clear()
+    now = lost.created_at + dt.timedelta(minutes=11)
+    Notification.objects.filter(pk__in=[lost.pk, recent.pk]).update(email_status=PENDING, sms_status=PENDING, attempts=0)
+    Notification.objects.filter(pk=recent.pk).update(created_at=now - dt.timedelta(minutes=2))
+
+    assert notifications_requeue_stale(now=now) == {"requeued": 1}  # the recent one may still be on its way
+    assert notifications_requeue_stale(now=now) == {"requeued": 0}  # sent now: nothing left to queue
+
+    lost.refresh_from_db()
+    assert (lost.email_status, lost.sms_status) == (SENT, SENT)
+    assert (len(mail.outbox), len(sms.sent)) == (1, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_waits_for_a_short_lock_instead_of_giving_up(sms):
+    """Given the member reading the message at the moment its task runs, then it is still sent."""
+    member = MemberFactory(email_consent=False, sms_consent=True)
+    message = birthday(member, sms=True, email=False)
+    RecordingSms.sent.clear()
+    Notification.objects.filter(pk=message.pk).update(sms_status=PENDING, attempts=0)
+    locked = threading.Event()
+
+    def reader() -> None:
+        try:
+            with transaction.atomic():
+                Notification.objects.select_for_update().get(pk=message.pk)
+                locked.set()
+                time.sleep(0.5)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    locked.wait()
+    delivered = notification_deliver(notification_id=message.pk)
+    thread.join()
+
+    assert delivered is not None
+    assert len(sms.sent) == 1

@@ -152,7 +152,7 @@ def test_batches_whose_buyers_earn_nothing_still_lock_in_member_order(rules, sto
         second = [sale(store, f"C-{round_}", "0.50", high), sale(store, f"D-{round_}", "50", low)]
         barrier = threading.Barrier(2)
 
-        def run(batch: list) -> None:
+        def run(batch: list, barrier: threading.Barrier) -> None:
             try:
                 barrier.wait()
                 bulk.purchases_record_bulk(batch)
@@ -161,7 +161,7 @@ def test_batches_whose_buyers_earn_nothing_still_lock_in_member_order(rules, sto
             finally:
                 connection.close()
 
-        threads = [threading.Thread(target=run, args=(batch,)) for batch in (first, second)]
+        threads = [threading.Thread(target=run, args=(batch, barrier)) for batch in (first, second)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -138,6 +138,7 @@ def test_the_schedule_is_defined_in_code_for_registered_tasks():
         "rewards.tasks.evaluate_tiers",
         "rewards.tasks.remind_expiring_points",
         "rewards.tasks.grant_birthday_bonuses",
+        "rewards.tasks.requeue_notifications",
     }
     app.loader.import_default_modules()
     assert tasks_in_code <= set(app.tasks.keys())
