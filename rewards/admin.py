@@ -400,8 +400,33 @@ class JobRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 # --- reward catalog, redemptions and vouchers ---------------------------------------------
 
 
+class RewardForm(forms.ModelForm):
+    # The stock shown when the page was opened (blank for unlimited). Saving applies the merchant's change
+    # from it to what is left then, so redemptions made while the page was open are not undone.
+    stock_seen = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["stock_seen"].initial = self.instance.stock
+
+    def clean(self) -> dict[str, object]:
+        cleaned = super().clean()
+        if self.instance.pk is None or self.has_error("stock") or self.has_error("stock_seen"):
+            return cleaned
+        if "stock_seen" not in self.data:
+            raise ValidationError(_("This page is out of date: open the reward again and make the change there."))
+        try:
+            # Locks the reward's row for the rest of the admin's transaction, so the stock checked here is
+            # the stock save_model changes.
+            catalog.reward_stock_check(reward=self.instance, seen=cleaned.get("stock_seen"), wanted=cleaned.get("stock"))
+        except ValidationError as error:
+            self.add_error(None, error)
+        return cleaned
+
+
 @admin.register(Reward)
 class RewardAdmin(TranslationAdmin):
+    form = RewardForm
     list_display = [
         "thumbnail",
         "title",
@@ -423,7 +448,7 @@ class RewardAdmin(TranslationAdmin):
     fieldsets = [
         (None, {"fields": ["kind", "title", "description", "image", "active"]}),
         (_("Cost and value"), {"fields": ["points_cost", "value"]}),
-        (_("Who and how many"), {"fields": ["min_tier", "stock", "limit_per_member"]}),
+        (_("Who and how many"), {"fields": ["min_tier", "stock", "stock_seen", "limit_per_member"]}),
         (
             _("When"),
             {"fields": ["visible_from", "visible_until", "available_from", "available_until", "voucher_valid_days"]},
@@ -437,7 +462,11 @@ class RewardAdmin(TranslationAdmin):
     def save_model(self, request: HttpRequest, obj: Reward, form: forms.ModelForm, change: bool) -> None:
         if not change:
             obj.programme = services.programme_get()
-        super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            return
+        # Every column but the stock, which moves only by the merchant's change (see RewardForm).
+        obj.save(update_fields=[f.name for f in Reward._meta.concrete_fields if not f.primary_key and f.name != "stock"])
+        catalog.reward_stock_set(reward=obj, seen=form.cleaned_data["stock_seen"], wanted=form.cleaned_data["stock"])
 
 
 @admin.register(Redemption)

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import segno
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -21,16 +22,24 @@ from modeltranslation.utils import build_localized_fieldname
 
 from members.models import Member, Store, User
 from members.notifications import notify
-from rewards import bulk, services, tiers
-from rewards.models import LedgerEntry, PointsAccount, ProgrammeRules, Redemption, Reward, Tier, Voucher
+from rewards import services, tiers
+from rewards.models import (
+    LedgerEntry,
+    LotAllocation,
+    PointsAccount,
+    PointsLot,
+    ProgrammeRules,
+    Redemption,
+    Reward,
+    Tier,
+    Voucher,
+)
 from rewards.services import InsufficientPoints, PointsOwed, ReplayConflict, RewardsError
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed from paper cannot be mistaken.
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 12  # 60 random bits: guessing one live code is hopeless
 CODE_GROUP = 4
-# A till that retries a use (a timeout, a double scan) gets the voucher back instead of an error.
-USE_REPLAY_WINDOW = dt.timedelta(minutes=10)
 CHUNK = 5000
 
 
@@ -188,6 +197,38 @@ def voucher_status(voucher: Voucher, *, at: dt.datetime | None = None) -> str:
     if voucher.status == Voucher.Status.ISSUED and voucher.expires_at <= (at or timezone.now()):
         return Voucher.Status.EXPIRED
     return voucher.status
+
+
+# --- stock edited by the merchant ---------------------------------------------------------
+
+
+def reward_stock_check(*, reward: Reward, seen: int | None, wanted: int | None) -> int | None:
+    """Check a merchant's stock edit and return the stock it leads to, locking the reward's row until the transaction ends."""
+    current = Reward.objects.select_for_update(no_key=True).values_list("stock", flat=True).get(pk=reward.pk)
+    if wanted == seen:
+        return current
+    if wanted is None or seen is None or current is None:
+        # Between unlimited and a number there is no difference to apply: the merchant's choice stands.
+        return wanted
+    # Relative to the page the merchant saw, so redemptions made meanwhile are not undone.
+    stock = current + (wanted - seen)
+    if stock < 0:
+        raise ValidationError(
+            {
+                "stock": _("Only %(left)s left in stock now (%(seen)s when the page was opened): the stock cannot go below 0.")
+                % {"left": current, "seen": seen}
+            }
+        )
+    return stock
+
+
+@transaction.atomic
+def reward_stock_set(*, reward: Reward, seen: int | None, wanted: int | None) -> Reward:
+    """Apply a merchant's stock edit as a change from the stock they saw to whatever is left now."""
+    stock = reward_stock_check(reward=reward, seen=seen, wanted=wanted)
+    Reward.objects.filter(pk=reward.pk).update(stock=stock)
+    reward.stock = stock
+    return reward
 
 
 # --- issuing vouchers ---------------------------------------------------------------------
@@ -366,7 +407,7 @@ def redemption_create(
 
 @transaction.atomic
 def voucher_use(*, code: str, by: User | None = None, store: Store | None = None, via: str = "") -> Voucher:
-    """Mark a voucher used by whom, where and when; the same till retrying gets it back unchanged."""
+    """Mark a voucher used by whom, where and when; a second use is refused, saying when and where."""
     normalised = voucher_code_normalise(code)
     voucher = (
         Voucher.objects.select_for_update(of=("self",))
@@ -380,13 +421,8 @@ def voucher_use(*, code: str, by: User | None = None, store: Store | None = None
         raise VoucherUnusable(_("No voucher has this code."), reason="not_found")
     now = timezone.now()
     if voucher.status == Voucher.Status.USED:
-        same_request = (voucher.used_store_id, voucher.used_by_id, voucher.used_via) == (
-            store.pk if store else None,
-            by.pk if by else None,
-            via,
-        )
-        if same_request and now - voucher.used_at <= USE_REPLAY_WINDOW:  # type: ignore[operator]
-            return voucher
+        # Never taken for a retry, even from the same till a moment later: a screenshot shown twice would
+        # get two rewards. A till retrying a request sends its Idempotency-Key and gets the first answer.
         where = voucher.used_store.name if voucher.used_store else _("an unknown store")
         raise VoucherAlreadyUsed(
             _("This voucher was already used on %(date)s at %(store)s.")
@@ -408,9 +444,56 @@ def voucher_use(*, code: str, by: User | None = None, store: Store | None = None
     return voucher
 
 
+def _points_give_back(account: PointsAccount, *, redemption: Redemption, now: dt.datetime, **entry_fields: object) -> LedgerEntry:
+    """Give a redemption's points back with the validity they had, a lot for each lot its spend took from."""
+    # Fresh lots would let a member redeem and cancel to turn points about to expire into new ones, so
+    # each lot keeps the earned_at and expires_at of the one it replaces.
+    spent = (
+        LotAllocation.objects.filter(entry_id=redemption.spend_entry_id, kind=LotAllocation.Kind.SPEND)
+        .values("lot_id", "lot__earned_at", "lot__available_at", "lot__expires_at")
+        .annotate(taken=Sum("points"))
+        .order_by(F("lot__expires_at").asc(nulls_last=True), "lot_id")
+    )
+    # Pending for an instant: the settle below releases them, repaying points owed first, and
+    # expires those past their date, as the clock would (a debt is never repaid with expired points).
+    lots = PointsLot.objects.bulk_create(
+        PointsLot(
+            account=account,
+            points=row["taken"],
+            remaining=row["taken"],
+            status=PointsLot.Status.PENDING,
+            available_at=min(row["lot__available_at"], now),
+            expires_at=row["lot__expires_at"],
+            earned_at=row["lot__earned_at"],
+        )
+        for row in spent
+    )
+    points = sum(lot.points for lot in lots)
+    if points != redemption.points:  # the spend took exactly these points under the lock; this would be a bug
+        raise RuntimeError(f"redemption {redemption.pk}: its spend took {points} of {redemption.points} points")
+    # One reversal entry for the whole sum, naming the soonest-expiring lot: ledger_check matches balances
+    # with the sum of entries and each lot with its allocations, so the other lots need no entry of their
+    # own, and the member reads one line for one cancellation.
+    entry = LedgerEntry.objects.create(
+        account=account,
+        kind=LedgerEntry.Kind.REVERSAL,
+        points=points,
+        lot=lots[0],
+        occurred_at=now,
+        created_at=now,
+        **entry_fields,
+    )
+    account.pending += points
+    account.lifetime_earned += points
+    services._save_account(account)
+    services._account_settled(redemption.member, now)
+    entry.lot.refresh_from_db(fields=["status", "remaining"])
+    return entry
+
+
 @transaction.atomic
 def redemption_cancel(*, redemption: Redemption, by: User | None = None, reason: str = "") -> Redemption:
-    """Cancel a redemption whose voucher is unused and valid: the points come back as a new lot, the stock too."""
+    """Cancel a redemption whose voucher is unused and valid: the points come back with their validity, the stock too."""
     account = services._account_locked(redemption.member)
     redemption = Redemption.objects.select_for_update(of=("self",)).select_related("reward", "spend_entry").get(pk=redemption.pk)
     if redemption.status == Redemption.Status.CANCELLED:
@@ -429,12 +512,9 @@ def redemption_cancel(*, redemption: Redemption, by: User | None = None, reason:
     voucher.status, voucher.closed_at = Voucher.Status.CANCELLED, now
     voucher.save(update_fields=["status", "closed_at"])
     note = reason.strip()[:300]
-    redemption.refund_entry = services._credit(
+    redemption.refund_entry = _points_give_back(
         account,
-        points=redemption.points,
-        kind=LedgerEntry.Kind.REVERSAL,
-        earned_at=now,
-        rules=rules,
+        redemption=redemption,
         now=now,
         actor=by,
         source_ref=f"redemption:{redemption.pk}",
@@ -482,29 +562,70 @@ WHERE member_id IN (SELECT member_id FROM rewards_voucher WHERE id = ANY(%(ids)s
 ORDER BY member_id FOR UPDATE
 """
 
-# Staged for `bulk._apply_credits`, which writes the lots, entries and balances as `_credit` does.
+# The set-based twin of `_points_give_back`: a lot for each lot a refunded spend took from, with its
+# earned_at and expires_at; one reversal entry per redemption, naming its soonest-expiring lot.
+REFUND_STAGING = """
+DROP TABLE IF EXISTS pg_temp.refund_lot;
+CREATE TEMP TABLE refund_lot (
+    redemption_id bigint NOT NULL, member_id bigint NOT NULL, lot_id bigint NOT NULL, entry_id bigint,
+    first boolean NOT NULL, points bigint NOT NULL CHECK (points > 0), earned_at timestamptz NOT NULL,
+    available_at timestamptz NOT NULL, expires_at timestamptz, detail jsonb NOT NULL, idempotency_key text NOT NULL
+) ON COMMIT DROP;
+"""
+
+# Lot and entry ids are drawn first so each entry names its lot and each redemption its entry.
 STAGE_REFUNDS_SQL = """
-INSERT INTO bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, detail, idempotency_key)
-SELECT r.member_id, 'reversal', r.points, %(now)s, %(available_at)s, %(expires_at)s,
+INSERT INTO refund_lot
+    (redemption_id, member_id, lot_id, first, points, earned_at, available_at, expires_at, detail, idempotency_key)
+SELECT r.id, r.member_id, nextval(pg_get_serial_sequence('rewards_pointslot', 'id')),
+       row_number() OVER (PARTITION BY r.id ORDER BY l.expires_at NULLS LAST, l.id) = 1,
+       s.points, l.earned_at, LEAST(l.available_at, %(now)s), l.expires_at,
        jsonb_build_object('redemption', r.id, 'reward', COALESCE(e.detail -> 'reward', '{}'::jsonb),
                           'voucher', v.code, 'why', 'expired'),
        'voucher-expired:' || v.id
 FROM rewards_voucher v
 JOIN rewards_redemption r ON r.id = v.redemption_id
 JOIN rewards_ledgerentry e ON e.id = r.spend_entry_id
-WHERE v.id = ANY(%(ids)s) AND r.status = 'redeemed' AND r.refund_entry_id IS NULL
+CROSS JOIN LATERAL (
+    SELECT a.lot_id, SUM(a.points) AS points FROM rewards_lotallocation a
+    WHERE a.entry_id = r.spend_entry_id AND a.kind = 'spend' GROUP BY a.lot_id
+) s
+JOIN rewards_pointslot l ON l.id = s.lot_id
+WHERE v.id = ANY(%(ids)s) AND r.status = 'redeemed' AND r.refund_entry_id IS NULL;
+UPDATE refund_lot f SET entry_id = n.entry_id
+FROM (SELECT redemption_id, nextval(pg_get_serial_sequence('rewards_ledgerentry', 'id')) AS entry_id
+      FROM refund_lot WHERE first) n
+WHERE f.redemption_id = n.redemption_id;
 """
 
-LINK_REFUNDS_SQL = """
-WITH entries AS (
-    UPDATE rewards_ledgerentry e SET source_ref = 'redemption:' || (c.detail ->> 'redemption')
-    FROM bulk_credit c
-    WHERE e.account_id = c.member_id AND e.idempotency_key = c.idempotency_key
-    RETURNING e.id, (c.detail ->> 'redemption')::bigint AS redemption_id, e.points
+# Pending for an instant, as in `_points_give_back`: the release and expiry that follow repay points
+# owed first and expire the points already past their date, each with its explained entry.
+APPLY_REFUNDS_SQL = """
+WITH lots AS (
+    INSERT INTO rewards_pointslot (id, account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
+    SELECT lot_id, member_id, points, points, 'pending', available_at, expires_at, NULL, earned_at FROM refund_lot
+), refunds AS (
+    SELECT redemption_id, member_id, entry_id, lot_id, detail, idempotency_key,
+           SUM(points) OVER (PARTITION BY redemption_id) AS points, first
+    FROM refund_lot
+), entries AS (
+    INSERT INTO rewards_ledgerentry
+        (id, account_id, kind, points, occurred_at, created_at, lot_id, source_ref, reason, detail, owed_points, idempotency_key)
+    SELECT entry_id, member_id, 'reversal', points, %(now)s, %(now)s, lot_id, 'redemption:' || redemption_id, '', detail, 0,
+           idempotency_key
+    FROM refunds WHERE first
+    RETURNING points
+), redemptions AS (
+    UPDATE rewards_redemption r SET refund_entry_id = f.entry_id
+    FROM refund_lot f WHERE f.first AND r.id = f.redemption_id
+), sums AS (
+    SELECT member_id, SUM(points) AS points FROM refund_lot GROUP BY member_id
+), accounts AS (
+    UPDATE rewards_pointsaccount a
+    SET pending = a.pending + s.points, lifetime_earned = a.lifetime_earned + s.points, updated_at = %(now)s
+    FROM sums s WHERE a.member_id = s.member_id
 )
-UPDATE rewards_redemption r SET refund_entry_id = entries.id
-FROM entries WHERE r.id = entries.redemption_id
-RETURNING entries.points
+SELECT points FROM entries
 """
 
 
@@ -515,24 +636,25 @@ def vouchers_expire_due(*, now: dt.datetime | None = None, chunk: int = CHUNK) -
     due = list(
         Voucher.objects.filter(status=Voucher.Status.ISSUED, expires_at__lte=now).order_by("pk").values_list("pk", flat=True)
     )
-    available_at, expires_at = rules.lot_dates(now, return_window=False)
     vouchers = refunded = points = 0
     for start in range(0, len(due), chunk):
-        params = {"ids": due[start : start + chunk], "now": now, "available_at": available_at, "expires_at": expires_at}
+        params = {"ids": due[start : start + chunk], "now": now}
         with transaction.atomic(), connection.cursor() as cursor:
             if rules.refund_expired_vouchers:
                 # Accounts before vouchers, in id order: the order every writer locks in.
                 cursor.execute(LOCK_REFUNDED_ACCOUNTS_SQL, params)
+                accounts = [row[0] for row in cursor.fetchall()]
             cursor.execute(EXPIRE_VOUCHERS_SQL, params)
             expired = [row[0] for row in cursor.fetchall()]
             vouchers += len(expired)
             if not (rules.refund_expired_vouchers and expired):
                 continue
-            cursor.execute(bulk.CREDIT_STAGING)
+            cursor.execute(REFUND_STAGING)
             cursor.execute(STAGE_REFUNDS_SQL, {**params, "ids": expired})
-            bulk._apply_credits(cursor, now=now, by=None)
-            cursor.execute(LINK_REFUNDS_SQL)
+            cursor.execute(APPLY_REFUNDS_SQL, params)
             credited = [row[0] for row in cursor.fetchall()]
+            cursor.execute(services.RELEASE_SQL, {**params, "ids": accounts})
+            cursor.execute(services.EXPIRE_SQL, {**params, "ids": accounts, "tz": rules.programme.timezone})
         refunded += len(credited)
         points += sum(credited)
     return VoucherExpiry(vouchers=vouchers, refunded=refunded, points=points)

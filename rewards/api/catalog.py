@@ -222,8 +222,9 @@ class VoucherUseApi(APIView):
             **problems(400, 404, 409, 415, 422, s409=VoucherUsedProblemSerializer, s422=UnavailableProblemSerializer),
         },
         parameters=[IDEMPOTENCY_HEADER],
-        description="Mark a voucher used at this key's store. The same till retrying within minutes gets the voucher "
-        "back (200); a voucher used elsewhere is a 409 saying when and where; expired or cancelled is a 422.",
+        description="Mark a voucher used at this key's store. A voucher used before, by any till, is a 409 saying when "
+        "and where; expired or cancelled is a 422. To retry safely, send an Idempotency-Key: the same key gets the "
+        "first answer (200).",
     )
     def post(self, request: Request, code: str) -> Response:
         voucher = _voucher(code)

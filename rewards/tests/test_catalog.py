@@ -5,6 +5,7 @@ import re
 
 import pytest
 import time_machine
+from django import forms
 from django.urls import reverse
 from django.utils import timezone, translation
 
@@ -340,13 +341,20 @@ def test_using_a_voucher_records_who_where_and_when(voucher, store, cashier):
     assert not LedgerEntry.objects.exclude(kind__in=["earn", "spend"]).exists()
 
 
-def test_the_same_till_using_it_again_gets_it_back_unchanged(voucher, store):
-    first = catalog.voucher_use(code=voucher.code, store=store, via="Till 1")
-    again = catalog.voucher_use(code=voucher.code, store=store, via="Till 1")
-    assert (again.pk, again.status, again.used_at) == (first.pk, "used", first.used_at)
+def test_a_second_use_is_refused_even_from_the_same_till_at_once(voucher, store, cashier):
+    # A screenshot of the voucher shown again at the same till a moment later is not a retry.
+    first = catalog.voucher_use(code=voucher.code, by=cashier, store=store, via="Till 1")
+    with pytest.raises(catalog.VoucherAlreadyUsed) as error:
+        catalog.voucher_use(code=voucher.code, by=cashier, store=store, via="Till 1")
+    when = first.used_at.astimezone(voucher.reward.programme.tz).strftime("%Y-%m-%d %H:%M")
+    assert error.value.message == f"This voucher was already used on {when} at Jing'an."
+    assert (error.value.reason, error.value.facts["used_at"]) == ("used", first.used_at.isoformat())
+    voucher.refresh_from_db()
+    assert (voucher.status, voucher.used_at, voucher.used_by) == ("used", first.used_at, cashier)
+    assert not hasattr(catalog, "USE_REPLAY_WINDOW")
 
 
-def test_using_it_elsewhere_or_much_later_says_when_and_where_it_was_used(voucher, store):
+def test_using_it_elsewhere_or_later_says_when_and_where_it_was_used(voucher, store):
     first = catalog.voucher_use(code=voucher.code, store=store, via="Till 1")
     other = StoreFactory(code="sh02", name="Xuhui")
     with pytest.raises(catalog.VoucherAlreadyUsed) as error:
@@ -385,9 +393,9 @@ def test_a_cancelled_or_unknown_voucher_cannot_be_used(voucher, store):
 # --- cancelling -----------------------------------------------------------------------------
 
 
-def test_cancelling_gives_the_points_back_as_a_new_lot_and_the_stock_back(rules, store, member, manager):
+def test_cancelling_gives_the_points_back_with_their_validity_and_the_stock_back(rules, store, member, manager):
     reward = reward_create(rules, stock=2)
-    earn(store, member, "80")
+    earned = earn(store, member, "80", days_ago=30).entry.lot
     redemption = catalog.redemption_create(member=member, reward=reward)
 
     cancelled = catalog.redemption_cancel(redemption=redemption, by=manager, reason="Changed her mind")
@@ -399,6 +407,8 @@ def test_cancelling_gives_the_points_back_as_a_new_lot_and_the_stock_back(rules,
     assert entry.explanation == f"Points back: your voucher {code} (Free latte) was cancelled (Changed her mind)"
     assert entry.lot.points == entry.lot.remaining == 50
     assert entry.lot.status == "available"
+    assert (entry.lot.earned_at, entry.lot.expires_at) == (earned.earned_at, earned.expires_at)
+    assert entry.lot.available_at <= cancelled.cancelled_at
     voucher = Voucher.objects.get(pk=redemption.voucher.pk)
     assert (voucher.status, voucher.closed_at) == ("cancelled", cancelled.cancelled_at)
     account = account_for(member)
@@ -414,6 +424,74 @@ def test_cancelling_gives_the_points_back_as_a_new_lot_and_the_stock_back(rules,
     reward.refresh_from_db()
     assert reward.stock == 2
     assert account_for(member).available == 80
+
+
+def expiring_tomorrow(store, member, amount: str) -> PointsLot:
+    """Earn points a year ago, so they reach the end of their validity within two days."""
+    lot = earn(store, member, amount, days_ago=365).entry.lot
+    assert timezone.now() < lot.expires_at <= timezone.now() + dt.timedelta(days=2)
+    return lot
+
+
+def earned_on(lot: PointsLot, rules: ProgrammeRules) -> str:
+    return lot.earned_at.astimezone(rules.programme.tz).strftime("%Y-%m-%d")
+
+
+def test_redeeming_and_cancelling_does_not_extend_the_validity_of_points(rules, store, member):
+    # Given 100 points that expire tomorrow, redeemed for a reward
+    lot = expiring_tomorrow(store, member, "100")
+    redemption = catalog.redemption_create(member=member, reward=reward_create(rules, points_cost=100))
+    assert ledger_drift() == []
+
+    # When the redemption is cancelled
+    cancelled = catalog.redemption_cancel(redemption=redemption)
+
+    # Then the points are back at once, but with the date they had
+    back = PointsLot.objects.get(pk=cancelled.refund_entry.lot_id)
+    assert (back.points, back.remaining, back.status) == (100, 100, "available")
+    assert (back.earned_at, back.expires_at) == (lot.earned_at, lot.expires_at)
+    assert account_for(member).available == 100
+    assert LedgerEntry.objects.filter(kind="reversal").count() == 1
+    assert ledger_drift() == []
+
+    # And after that date they expire, explained, leaving nothing
+    with time_machine.travel(lot.expires_at + dt.timedelta(minutes=1)):
+        services.points_expire_due()
+    account = account_for(member)
+    assert (account.balance, account.available) == (0, 0)
+    expiry = LedgerEntry.objects.get(kind="expire")
+    assert (expiry.points, expiry.lot_id) == (-100, back.pk)
+    assert expiry.explanation == f"100 pts earned on {earned_on(lot, rules)} reached the end of their validity"
+    assert ledger_drift() == []
+
+
+def test_points_past_their_date_when_cancelled_expire_at_once_and_never_repay_a_debt(rules, store, member):
+    # Given 100 points about to expire and 50 newer ones, 120 of them spent, then the newer purchase returned
+    old = expiring_tomorrow(store, member, "100")
+    newer = earn(store, member, "50")
+    redemption = catalog.redemption_create(member=member, reward=reward_create(rules, points_cost=120))
+    services.purchase_return(purchase=newer.purchase, return_number="RT-1", amount="50")
+    assert (account_for(member).owed, account_for(member).available) == (20, 0)
+
+    # When the redemption is cancelled after the old points' date (its voucher still valid)
+    with time_machine.travel(old.expires_at + dt.timedelta(hours=1)):
+        cancelled = catalog.redemption_cancel(redemption=redemption)
+
+    # Then one entry gives the 120 back: the 100 past their date expire at once, explained, and only
+    # the 20 still valid repay what the return left owing
+    entry = cancelled.refund_entry
+    assert (entry.kind, entry.points, entry.lot.expires_at) == ("reversal", 120, old.expires_at)
+    back = PointsLot.objects.filter(pk__gte=entry.lot_id).order_by("pk")
+    assert list(back.values_list("points", "remaining", "expires_at", "status")) == [
+        (100, 0, old.expires_at, "expired"),
+        (20, 0, newer.entry.lot.expires_at, "available"),
+    ]
+    expiry = LedgerEntry.objects.get(kind="expire")
+    assert (expiry.points, expiry.lot_id, expiry.occurred_at) == (-100, entry.lot_id, old.expires_at)
+    assert expiry.explanation == f"100 pts earned on {earned_on(old, rules)} reached the end of their validity"
+    account = account_for(member)
+    assert (account.available, account.pending, account.owed, account.balance) == (0, 0, 0, 0)
+    assert ledger_drift() == []
 
 
 def test_a_used_or_expired_voucher_cannot_be_cancelled(rules, store, member, latte):
@@ -490,6 +568,39 @@ def test_expired_vouchers_give_points_back_when_the_rules_say_so(rules, store, m
     owing_redemption.refresh_from_db()
     assert owing_redemption.refund_entry.points == 50
     assert LedgerEntry.objects.filter(kind="reversal").count() == 3  # two refunds and the cancellation
+    assert ledger_drift() == []
+
+
+def test_expired_vouchers_give_points_back_with_the_validity_they_had(rules, store, member):
+    # Given a refund rule, and a voucher bought with 100 points about to expire and 20 newer ones
+    ProgrammeRules.objects.filter(pk=rules.pk).update(refund_expired_vouchers=True)
+    old = expiring_tomorrow(store, member, "100")
+    newer = earn(store, member, "50").entry.lot
+    reward = reward_create(rules, points_cost=120, voucher_valid_days=7)
+    redemption = catalog.redemption_create(member=member, reward=reward)
+
+    # When the voucher expires unused and the job runs, twice
+    now = redemption.voucher.expires_at + dt.timedelta(minutes=1)
+    first = catalog.vouchers_expire_due(now=now)
+    second = catalog.vouchers_expire_due(now=now)
+
+    # Then one entry gave the 120 back; the 100 had passed their date and expired at once, explained
+    assert (first, second) == (catalog.VoucherExpiry(vouchers=1, refunded=1, points=120), catalog.VoucherExpiry())
+    redemption.refresh_from_db()
+    entry = redemption.refund_entry
+    assert (entry.kind, entry.points, entry.source_ref) == ("reversal", 120, f"redemption:{redemption.pk}")
+    assert entry.explanation == f"Points back for your voucher {redemption.voucher.code} (Free latte), which expired unused"
+    assert LedgerEntry.objects.filter(kind="reversal").count() == 1
+    back = PointsLot.objects.filter(pk__gte=entry.lot_id).order_by("pk")
+    assert [(lot.points, lot.remaining, lot.status, lot.expires_at, lot.earned_at) for lot in back] == [
+        (100, 0, "expired", old.expires_at, old.earned_at),
+        (20, 20, "available", newer.expires_at, newer.earned_at),
+    ]
+    expiry = LedgerEntry.objects.get(kind="expire")
+    assert (expiry.points, expiry.lot_id) == (-100, entry.lot_id)
+    assert expiry.explanation == f"100 pts earned on {earned_on(old, rules)} reached the end of their validity"
+    account = account_for(member)
+    assert (account.available, account.balance) == (30 + 20, 50)
     assert ledger_drift() == []
 
 
@@ -634,6 +745,96 @@ def test_a_reward_is_added_in_every_language(admin_client, rules):
     assert response.status_code == 302, response.content
     reward = Reward.objects.get()
     assert (reward.programme, reward.title_zh_hans, reward.points_cost) == (rules.programme, "立减10元", 200)
+
+
+@pytest.fixture
+def superuser_client(client, rules):
+    client.force_login(UserFactory(is_superuser=True))
+    return client
+
+
+def as_posted(page) -> dict[str, object]:
+    """Return what a browser posts back from an admin change page left as it was."""
+    data: dict[str, object] = {}
+    for field in page.context["adminform"].form:
+        widget, value = field.field.widget, field.value()
+        if isinstance(widget, forms.ClearableFileInput):
+            continue
+        if isinstance(widget, forms.CheckboxInput):
+            data.update({field.html_name: "on"} if value else {})
+        elif isinstance(widget, forms.MultiWidget):
+            data.update({f"{field.html_name}_{i}": part or "" for i, part in enumerate(widget.decompress(value))})
+        else:
+            data[field.html_name] = "" if value is None else value
+    return data
+
+
+def test_saving_a_reward_in_the_admin_never_undoes_redemptions_made_meanwhile(superuser_client, rules, store, member):
+    # Given a reward with 5 in stock, whose page a merchant opens
+    reward = reward_create(rules, stock=5, description="Any size")
+    url = reverse("admin:rewards_reward_change", args=[reward.pk])
+    page = superuser_client.get(url)
+    posted = as_posted(page)
+    # And a member who redeems one while the page is open
+    earn(store, member, "200")
+    catalog.redemption_create(member=member, reward=reward)
+
+    # When the merchant saves a new description, leaving the stock as shown
+    response = superuser_client.post(url, {**posted, "description_en": "Any size, hot or iced"})
+
+    # Then the description changed and the redemption was not undone
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    reward.refresh_from_db()
+    assert (reward.description, reward.stock) == ("Any size, hot or iced", 4)
+
+    # When a merchant who saw 5 adds 10, the 10 are added to what is left
+    assert superuser_client.post(url, {**posted, "stock": "15"}).status_code == 302
+    reward.refresh_from_db()
+    assert reward.stock == 14
+    assert Redemption.objects.count() == 1
+    assert ledger_drift() == []
+    # The page carried the stock it showed, for the browser to send back.
+    assert '<input type="hidden" name="stock_seen" value="5"' in page.text
+
+
+def test_taking_more_stock_away_in_the_admin_than_is_left_is_a_form_error(superuser_client, rules, store, member):
+    reward = reward_create(rules, stock=2, description="Any size")
+    url = reverse("admin:rewards_reward_change", args=[reward.pk])
+    posted = as_posted(superuser_client.get(url))
+    earn(store, member, "200")
+    catalog.redemption_create(member=member, reward=reward)
+
+    # The merchant saw 2 and takes 2 away, but only 1 is left: refused, naming the field, nothing saved
+    response = superuser_client.post(url, {**posted, "stock": "0", "description_en": "Sold out soon"})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "stock": ["Only 1 left in stock now (2 when the page was opened): the stock cannot go below 0."]
+    }
+    reward.refresh_from_db()
+    assert (reward.stock, reward.description) == (1, "Any size")
+
+    # A change form that does not say what stock it showed is refused too
+    response = superuser_client.post(url, {key: value for key, value in posted.items() if key != "stock_seen"})
+    assert response.status_code == 200
+    assert "This page is out of date" in response.text
+    reward.refresh_from_db()
+    assert reward.stock == 1
+
+
+def test_switching_a_reward_between_unlimited_and_a_number_in_the_admin_sets_it(superuser_client, rules):
+    reward = reward_create(rules, stock=3)
+    url = reverse("admin:rewards_reward_change", args=[reward.pk])
+
+    assert superuser_client.post(url, {**as_posted(superuser_client.get(url)), "stock": ""}).status_code == 302
+    reward.refresh_from_db()
+    assert reward.stock is None
+
+    page = superuser_client.get(url)
+    assert '<input type="hidden" name="stock_seen" id="id_stock_seen">' in page.text
+    assert superuser_client.post(url, {**as_posted(page), "stock": "7"}).status_code == 302
+    reward.refresh_from_db()
+    assert reward.stock == 7
 
 
 def test_a_redemption_is_cancelled_from_the_admin_through_the_service(admin_client, voucher):

@@ -248,30 +248,39 @@ def test_a_voucher_past_its_date_reads_as_expired_before_the_job_runs(rules, api
         assert problem_of(api.post(f"/api/v1/vouchers/{voucher.code}/use"), 422)["reason"] == "expired"
 
 
-def test_use_a_voucher_once_and_retry_safely(rules, api, other_api, store, voucher):
+def test_a_voucher_is_used_once_even_by_the_same_till(rules, api, other_api, store, voucher):
     first = api.post(f"/api/v1/vouchers/{voucher.code}/use")
-    again = api.post(f"/api/v1/vouchers/{voucher.code}/use")
-
-    assert (first.status_code, again.status_code) == (200, 200), first.content
+    assert first.status_code == 200, first.content
     assert (first.json()["status"], first.json()["used_store"]) == ("used", "sh01")
-    assert again.json() == first.json()
     voucher.refresh_from_db()
     assert (voucher.status, voucher.used_store, voucher.used_via) == ("used", store, "Till of sh01")
+    used_at = voucher.used_at
 
-    body = problem_of(other_api.post(f"/api/v1/vouchers/{voucher.code}/use"), 409)
-    assert (body["reason"], body["used_store"]) == ("used", "sh01")
-    assert "already used on" in body["detail"]
-    assert "at Jing'an" in body["detail"]
+    # The same till a moment later (a screenshot shown twice), and another store: both refused.
+    for client in (api, other_api):
+        body = problem_of(client.post(f"/api/v1/vouchers/{voucher.code}/use"), 409)
+        assert (body["reason"], body["used_store"]) == ("used", "sh01")
+        assert dt.datetime.fromisoformat(body["used_at"]) == used_at
+        assert "already used on" in body["detail"]
+        assert "at Jing'an" in body["detail"]
     voucher.refresh_from_db()
-    assert voucher.used_store == store
+    assert (voucher.used_store, voucher.used_at) == (store, used_at)
 
 
 def test_use_with_an_idempotency_key_replays_the_first_answer(rules, api, voucher):
-    first = api.post(f"/api/v1/vouchers/{voucher.code}/use", headers={"Idempotency-Key": "u-1"})
+    url = f"/api/v1/vouchers/{voucher.code}/use"
+    first = api.post(url, headers={"Idempotency-Key": "u-1"})
     with time_machine.travel(timezone.now() + dt.timedelta(hours=2)):
-        again = api.post(f"/api/v1/vouchers/{voucher.code}/use", headers={"Idempotency-Key": "u-1"})
+        again = api.post(url, headers={"Idempotency-Key": "u-1"})
     assert (first.status_code, again.status_code) == (200, 200)
     assert again.json() == first.json()
+    # Another key, or none, is another use: refused.
+    assert problem_of(api.post(url, headers={"Idempotency-Key": "u-2"}), 409)["reason"] == "used"
+    assert problem_of(api.post(url), 409)["reason"] == "used"
+    # The key replays only this voucher's use: on another code it is a conflict, and nothing is used.
+    other = catalog.voucher_issue(member=voucher.member, reward=voucher.reward)
+    problem_of(api.post(f"/api/v1/vouchers/{other.code}/use", headers={"Idempotency-Key": "u-1"}), 409)
+    assert Voucher.objects.get(pk=other.pk).status == "issued"
 
 
 def test_a_cancelled_voucher_cannot_be_used(rules, api, voucher):
