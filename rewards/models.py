@@ -137,6 +137,11 @@ class ProgrammeRules(models.Model):
     refund_expired_vouchers = models.BooleanField(
         _("give points back for expired vouchers"), default=False, help_text=_("Otherwise an unused voucher's points are gone.")
     )
+    adjust_daily_limit = models.PositiveIntegerField(
+        _("points a staff member may adjust per day"),
+        default=1000,
+        help_text=_("Added and removed together, per staff member and day; programme admins have no limit. 0 = no limit."),
+    )
     change_note = models.CharField(_("why this change"), max_length=200, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False

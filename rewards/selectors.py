@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from members.models import Member
-from rewards.models import LedgerEntry, PointsAccount, PointsLot
+from rewards.models import LedgerEntry, PointsAccount, PointsLot, Programme, Voucher
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,22 @@ def upcoming_expiries(member: Member, *, tz: zoneinfo.ZoneInfo, limit: int = 3) 
 def ledger_entries(member: Member) -> "QuerySet[LedgerEntry]":
     """Return the member's history, newest first, with what each entry came from."""
     return LedgerEntry.objects.filter(account_id=member.pk).select_related("purchase__store", "return_record", "lot")
+
+
+def member_panel(member: Member, *, today: dt.date | None = None) -> dict[str, object]:
+    """Return what the counter shows of a member: balances, tier and progress, next expiries,
+    vouchers ready to use, stamp cards and recent history, in a fixed number of queries."""
+    from rewards import stamps, tiers  # they read this module's selectors
+
+    programme = Programme.objects.get()
+    return {
+        "account": account_for(member),
+        "expiries": upcoming_expiries(member, tz=programme.tz),
+        "tier": tiers.tier_current(member, today=today),
+        "progress": tiers.tier_progress(member, today=today),
+        "vouchers": list(
+            member.vouchers.filter(status=Voucher.Status.ISSUED, expires_at__gt=timezone.now()).select_related("reward")[:20]
+        ),
+        "cards": stamps.stamp_cards_for(member),
+        "history": list(ledger_entries(member)[:10]),
+    }

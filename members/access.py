@@ -1,0 +1,64 @@
+"""Who may use the staff counter, and for which store: the checks every staff view makes.
+
+A staff member chooses the store of their shift once; every staff view then works for that
+store only, and it must be one of the stores they work in (any store for programme admins).
+"""
+
+from collections.abc import Callable
+from functools import wraps
+from urllib.parse import urlencode
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from members.models import Store, User
+
+SHIFT_STORE = "staff_shift_store"
+
+
+def staff_stores(user: User) -> QuerySet[Store]:
+    """Return the open stores this staff member may work a shift in."""
+    stores = Store.objects.filter(is_active=True)
+    return stores if user.is_superuser else stores.filter(staff=user)
+
+
+def shift_store(request: HttpRequest) -> Store | None:
+    store_id = request.session.get(SHIFT_STORE)
+    return staff_stores(request.user).filter(pk=store_id).first() if store_id else None  # type: ignore[arg-type]
+
+
+def shift_store_set(request: HttpRequest, store_id: object) -> Store:
+    """Start a shift at one of the staff member's stores; another store is refused."""
+    store = staff_stores(request.user).filter(pk=store_id).first() if str(store_id).isdigit() else None  # type: ignore[arg-type]
+    if store is None:
+        raise PermissionDenied
+    request.session[SHIFT_STORE] = store.pk
+    return store
+
+
+def access_permission(user: User, permission: str) -> None:
+    """Refuse a staff action the role does not allow, however the request was made."""
+    if not user.has_perm(permission):
+        raise PermissionDenied
+
+
+def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Let in logged-in staff with a shift store (set on `request.store`); send others where they must go."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not request.user.is_staff:
+            raise PermissionDenied
+        store = shift_store(request)
+        if store is None:
+            return redirect(f"{reverse('staff:shift')}?{urlencode({'next': request.get_full_path()})}")
+        request.store = store  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return wrapped
