@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Browser tests drive Debian's Chromium; Playwright never downloads a browser of its own.
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test install lint check-migrations messages bench clean
 
@@ -10,7 +12,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed: $(PYTHON) was not found (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP) .env
@@ -37,8 +39,17 @@ lint: $(STAMP)
 check-migrations: $(STAMP)
 	LOYALTY_ENV=test $(BIN)/python manage.py makemigrations --check --dry-run
 
-## Lint, layer contract, migrations check, then the whole suite on PostgreSQL.
-test: lint check-migrations
+# Installed once from Debian's packages (with sudo when not root); nothing runs once it is there.
+# Where it cannot be installed (no apt-get, no rights), the browser tests skip with a message.
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the browser tests"
+	@SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo); \
+	{ command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	echo "Chromium could not be installed: the browser tests will be skipped"
+
+## Lint, layer contract, migrations check, then the whole suite (browser tests too) on PostgreSQL.
+test: lint check-migrations $(CHROMIUM)
 	$(BIN)/pytest
 
 ## Collect new strings into the four locales and compile them (needs GNU gettext).

@@ -6,6 +6,9 @@ from django.core.management import call_command
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards.tests.factories import programme_create
 
+# Browser tests: Chromium, a page per test and a login through the real form (conftest_e2e.py).
+pytest_plugins = ["conftest_e2e"]
+
 
 @pytest.fixture
 def rules(db):
