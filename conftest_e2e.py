@@ -1,8 +1,12 @@
 """Fixtures for browser tests: Debian's headless Chromium driven by Playwright against pytest-django's live server."""
 
+import itertools
 import os
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +21,8 @@ CHROMIUM = "/usr/bin/chromium"
 STAFF_PASSWORD = "correct-horse-battery"  # noqa: S105 (a test fixture's password)
 # Generous for a page served from this machine; a step that waits this long has failed.
 TIMEOUT_MS = 10_000
+# Screenshots of each step, kept after the run as the tests' artefacts (git-ignored).
+ARTIFACTS = Path(__file__).resolve().parent / ".artifacts" / "e2e"
 
 
 @dataclass
@@ -96,10 +102,27 @@ def page(browser: Browser, live_server, browser_locale: str, browser_problems: B
         if message.type == "error" and not url.endswith("/favicon.ico"):
             browser_problems.console_errors.append(f"{message.text} ({url})")
 
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: browser_problems.page_errors.append(str(error)))
+    # On the context, so a second tab a test opens is watched too.
+    context.on("console", on_console)
+    context.on("weberror", lambda web_error: browser_problems.page_errors.append(str(web_error.error)))
     yield page
     context.close()
+
+
+@pytest.fixture
+def screenshot(page: Page, request: pytest.FixtureRequest) -> Callable[..., Path]:
+    """Return a function saving a page as .artifacts/e2e/<test>/<nn>-<step>.png, numbered in the order taken."""
+    folder = ARTIFACTS / re.sub(r"[^\w.-]+", "_", request.node.name)
+    shutil.rmtree(folder, ignore_errors=True)  # a step renamed since the last run leaves no stale picture
+    folder.mkdir(parents=True)
+    steps = itertools.count(1)
+
+    def take(step: str, *, of: Page | None = None) -> Path:
+        path = folder / f"{next(steps):02d}-{step}.png"
+        (of or page).screenshot(path=path, full_page=True)
+        return path
+
+    return take
 
 
 def email_verify(user: User) -> None:
@@ -115,3 +138,12 @@ def staff_login(page: Page, user: User, *, password: str = STAFF_PASSWORD, next_
     page.locator("input[name=password]").fill(password)
     page.locator("form[action='/accounts/login/'] [type=submit]").click()
     page.wait_for_url(lambda url: urlsplit(url).path == next_url)
+
+
+def focus_by_tab(page: Page, selector: str, *, most: int = 40) -> None:
+    """Press Tab until the element matching selector has the focus, as a keyboard user reaches it."""
+    for _ in range(most):
+        page.keyboard.press("Tab")
+        if page.locator(selector).evaluate("element => element === document.activeElement"):
+            return
+    pytest.fail(f"{selector} was not reached with {most} presses of Tab")

@@ -10,5 +10,16 @@ app_name = "staff"
 urlpatterns = [
     path("", member_views.member_find, name="find"),
     path("shift/", member_views.shift, name="shift"),
+    path("summary/", reward_views.shift_summary, name="summary"),
     path("members/<str:member_number>/", reward_views.member_panel, name="member"),
+    # Enrolment accepts the terms, which `rewards` owns, so its view lives there.
+    path("enrol/", reward_views.member_enrol, name="enrol"),
+    path("members/<str:member_number>/purchase/", reward_views.purchase_record, name="purchase"),
+    path("members/<str:member_number>/purchases/", reward_views.member_purchases, name="purchases"),
+    path("members/<str:member_number>/purchases/<int:purchase_id>/return/", reward_views.purchase_return, name="return"),
+    path("members/<str:member_number>/claim/", reward_views.purchase_claim, name="claim"),
+    path("members/<str:member_number>/rewards/", reward_views.member_rewards, name="member_rewards"),
+    path("members/<str:member_number>/adjust/", reward_views.member_adjust, name="member_adjust"),
+    path("vouchers/", reward_views.voucher_check, name="vouchers"),
+    path("adjustments/", reward_views.adjustments, name="adjustments"),
 ]

@@ -199,6 +199,14 @@ def voucher_status(voucher: Voucher, *, at: dt.datetime | None = None) -> str:
     return voucher.status
 
 
+def voucher_find(code: str) -> Voucher | None:
+    """Return the voucher a code typed loosely or scanned names, with its reward, member and where it was used."""
+    normalised = voucher_code_normalise(code)
+    if not normalised:
+        return None
+    return Voucher.objects.select_related("reward", "member", "used_store").filter(code=normalised).first()
+
+
 # --- stock edited by the merchant ---------------------------------------------------------
 
 

@@ -2,14 +2,15 @@
 
 import datetime as dt
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from decimal import Decimal
 
 from django.db import connection
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
-from members.models import Member
-from rewards.models import LedgerEntry, PointsAccount, PointsLot, Programme, Voucher
+from members.models import Member, Store
+from rewards.models import LedgerEntry, PointsAccount, PointsLot, Programme, Purchase, Redemption, Return, Voucher
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,107 @@ def member_panel(member: Member, *, today: dt.date | None = None) -> dict[str, o
         "cards": stamps.stamp_cards_for(member),
         "history": list(ledger_entries(member)[:10]),
     }
+
+
+# --- the staff counter's shift summary ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShiftFigures:
+    """What one staff member did at a store in a day; `staff_id` None gathers what no staff member did (tills, online)."""
+
+    staff_id: int | None
+    name: str
+    purchases: int = 0
+    purchase_amount: Decimal = Decimal(0)
+    points_awarded: int = 0
+    enrolments: int = 0
+    redemptions: int = 0
+    redemption_points: int = 0
+    vouchers_used: int = 0
+    returns: int = 0
+    refunded: Decimal = Decimal(0)
+    points_clawed_back: int = 0
+    adjustments: int = 0
+    points_added: int = 0
+    points_removed: int = 0
+
+
+@dataclass(frozen=True)
+class ShiftSummary:
+    store: Store
+    day: dt.date
+    staff: list[ShiftFigures]
+    total: ShiftFigures
+
+
+def shift_summary(*, store: Store, day: dt.date) -> ShiftSummary:
+    """Total what each staff member did at a store on a day of the store's time zone, in one grouped query per kind."""
+    tz = zoneinfo.ZoneInfo(store.timezone)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    kinds = [
+        (
+            Purchase.objects.filter(store=store, occurred_at__gte=start, occurred_at__lt=end),
+            "recorded_by",
+            # A sale without a card earns nothing until it is claimed: its points are not yet awarded.
+            {
+                "purchases": Count("pk"),
+                "purchase_amount": Sum("gross"),
+                "points_awarded": Sum("points_earned", filter=Q(member__isnull=False)),
+            },
+        ),
+        (
+            Member.objects.filter(enrolled_store=store, enrolled_at__gte=start, enrolled_at__lt=end),
+            "enrolled_by",
+            {"enrolments": Count("pk")},
+        ),
+        (
+            # A cancelled redemption gave its points back, so it does not count.
+            Redemption.objects.filter(store=store, status=Redemption.Status.REDEEMED, created_at__gte=start, created_at__lt=end),
+            "created_by",
+            {"redemptions": Count("pk"), "redemption_points": Sum("points")},
+        ),
+        (
+            Voucher.objects.filter(used_store=store, status=Voucher.Status.USED, used_at__gte=start, used_at__lt=end),
+            "used_by",
+            {"vouchers_used": Count("pk")},
+        ),
+        (
+            Return.objects.filter(purchase__store=store, recorded_at__gte=start, recorded_at__lt=end),
+            "recorded_by",
+            {"returns": Count("pk"), "refunded": Sum("amount"), "points_clawed_back": Sum("points_clawed_back")},
+        ),
+        (
+            # An adjustment names no store: it counts for the stores its author works in.
+            LedgerEntry.objects.filter(
+                kind=LedgerEntry.Kind.ADJUSTMENT, actor__stores=store, created_at__gte=start, created_at__lt=end
+            ),
+            "actor",
+            {
+                "adjustments": Count("pk"),
+                "points_added": Sum("points", filter=Q(points__gt=0)),
+                "points_removed": Sum(-F("points"), filter=Q(points__lt=0)),
+            },
+        ),
+    ]
+    figures: dict[int | None, dict[str, object]] = {}
+    for rows, staff, aggregates in kinds:
+        for row in rows.values(staff, f"{staff}__name", f"{staff}__email").annotate(**aggregates):
+            staff_id, name, email = row.pop(staff), row.pop(f"{staff}__name"), row.pop(f"{staff}__email")
+            mine = figures.setdefault(staff_id, {"name": name or email or ""})
+            mine.update((key, value) for key, value in row.items() if value is not None)
+    people = sorted(
+        (ShiftFigures(staff_id=staff_id, **values) for staff_id, values in figures.items()),  # type: ignore[arg-type]
+        key=lambda person: (person.staff_id is None, person.name.casefold(), person.staff_id or 0),
+    )
+    total = ShiftFigures(
+        staff_id=None,
+        name="",
+        **{
+            field.name: sum((getattr(person, field.name) for person in people), field.default)
+            for field in fields(ShiftFigures)
+            if field.name not in ("staff_id", "name")
+        },
+    )
+    return ShiftSummary(store=store, day=day, staff=people, total=total)

@@ -8,6 +8,7 @@ accounts in id order first. Every write is idempotent by a natural key.
 import datetime as dt
 import hashlib
 import json
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -16,6 +17,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
+from django.db.models.functions import Abs
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -77,6 +79,13 @@ class ReplayConflict(RewardsError):
 
 class ProgrammeNotConfigured(RewardsError):
     code = "programme_not_configured"
+
+
+class AdjustLimitExceeded(RewardsError):
+    """The adjustment would take the staff member past the points they may adjust today."""
+
+    code = "adjust_limit_exceeded"
+    field = "points"
 
 
 @dataclass(frozen=True)
@@ -788,6 +797,30 @@ def points_spend(
     )
 
 
+def _adjust_limit(by: User, rules: ProgrammeRules) -> int | None:
+    """Return the points the staff member may adjust a day; None when the rules set no limit or they run the programme."""
+    if not rules.adjust_daily_limit or by.has_perm("rewards.change_programmerules"):
+        return None
+    return rules.adjust_daily_limit
+
+
+def _adjusted_on_day(by: User, now: dt.datetime, tz: zoneinfo.ZoneInfo) -> int:
+    """Return the points the staff member added and removed by adjustments on the programme's day of a moment."""
+    day = timezone.localdate(now, tz)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=tz)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=tz)
+    adjusted = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.ADJUSTMENT, actor=by, created_at__gte=start, created_at__lt=end)
+    return adjusted.aggregate(total=Sum(Abs("points")))["total"] or 0
+
+
+def adjust_allowance_left(*, by: User, now: dt.datetime | None = None) -> int | None:
+    """Return how many points the staff member may still adjust today; None when no limit applies."""
+    now = now or timezone.now()
+    rules = rules_in_force(at=now)
+    limit = _adjust_limit(by, rules)
+    return None if limit is None else max(0, limit - _adjusted_on_day(by, now, rules.programme.tz))
+
+
 @transaction.atomic
 def points_adjust(*, member: Member, points: int, reason: str, by: User, idempotency_key: str | None = None) -> LedgerEntry:
     """Correct a balance by hand: needs the adjust permission and a reason the member will read."""
@@ -805,11 +838,22 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
     account = _account_settled(member, now)
     if replay := _replayed(idempotency_key, account, points, LedgerEntry.Kind.ADJUSTMENT):
         return replay
+    rules = rules_in_force(at=now)
+    if (limit := _adjust_limit(by, rules)) is not None:
+        # Adjustments of different members hold different account locks: the staff member's own row
+        # makes theirs wait for each other, so two cannot both pass the limit on the same sum.
+        list(User.objects.select_for_update(no_key=True).filter(pk=by.pk).values_list("pk", flat=True))
+        left = max(0, limit - _adjusted_on_day(by, now, rules.programme.tz))
+        if abs(points) > left:
+            raise AdjustLimitExceeded(
+                _("This is more than you may adjust today: %(limit)s points a day, %(left)s left.")
+                % {"limit": limit, "left": left},
+                limit=limit,
+                left=left,
+            )
     fields = {"reason": reason.strip(), "actor": by, "idempotency_key": idempotency_key}
     if points > 0:
-        return _credit(
-            account, points=points, kind=LedgerEntry.Kind.ADJUSTMENT, earned_at=now, rules=rules_in_force(), now=now, **fields
-        )
+        return _credit(account, points=points, kind=LedgerEntry.Kind.ADJUSTMENT, earned_at=now, rules=rules, now=now, **fields)
     if -points > account.available:
         raise InsufficientPoints(
             _("Only %(available)s points are available to take away.") % {"available": account.available},
