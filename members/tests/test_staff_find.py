@@ -1,6 +1,8 @@
 """The counter's entry: the shift's store, and one search box for any way a member is known."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from members.access import SHIFT_STORE
@@ -87,3 +89,18 @@ def test_nothing_found_says_so_and_nul_characters_are_harmless(at_counter, rules
     response = at_counter.get(FIND, {"q": "nobody\x00"})
     assert response.status_code == 200
     assert "Nobody matches" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_search_fragment_takes_the_same_queries_for_one_match_or_many(at_counter, rules):
+    MemberFactory(name="Wang Fang")
+    at_counter.get(FIND, {"q": "Wang"}, headers={"HX-Request": "true"})  # warm the session
+    with CaptureQueriesContext(connection) as one:
+        at_counter.get(FIND, {"q": "Wang"}, headers={"HX-Request": "true"})
+    for n in range(10):
+        MemberFactory(name=f"Wang {n}")
+    with CaptureQueriesContext(connection) as eleven:
+        response = at_counter.get(FIND, {"q": "Wang"}, headers={"HX-Request": "true"})
+
+    assert response.content.decode().count('href="/staff/members/') == 11
+    assert len(eleven) == len(one) <= 6
