@@ -119,7 +119,9 @@ def screenshot(page: Page, request: pytest.FixtureRequest) -> Callable[..., Path
 
     def take(step: str, *, of: Page | None = None) -> Path:
         path = folder / f"{next(steps):02d}-{step}.png"
-        (of or page).screenshot(path=path, full_page=True)
+        # Playwright hides the caret by styling each input, leaving style="" that htmx then copies into swapped
+        # content, which the CSP reports: "initial" leaves the page as it is.
+        (of or page).screenshot(path=path, full_page=True, caret="initial")
         return path
 
     return take

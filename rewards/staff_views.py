@@ -38,7 +38,9 @@ def member_panel(request: HttpRequest, member_number: str) -> HttpResponse:
     context = {"member": member, **selectors.member_panel(member)}
     if not request.htmx and request.user.has_perm("rewards.add_purchase"):  # type: ignore[attr-defined]
         context["purchase_form"] = staff_forms.PurchaseForm(categories=staff_forms.category_choices(request.store))  # type: ignore[attr-defined]
-    template = "staff/member.html#balance" if request.htmx else "staff/member.html"  # type: ignore[attr-defined]
+    # An htmx refresh after a change asks for one region: the balance, or the recent history.
+    part = "history" if request.GET.get("part") == "history" else "balance"
+    template = f"staff/member.html#{part}" if request.htmx else "staff/member.html"  # type: ignore[attr-defined]
     response = TemplateResponse(request, template, context)
     response["Vary"] = "HX-Request"
     return response

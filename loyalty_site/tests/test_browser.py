@@ -5,18 +5,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from conftest_e2e import STAFF_PASSWORD, BrowserProblems, email_verify
+from conftest_e2e import STAFF_PASSWORD, BrowserProblems, email_verify, focus_by_tab
 
 pytestmark = pytest.mark.e2e
-
-
-def focus_by_tab(page: Page, selector: str, *, most: int = 30) -> None:
-    """Press Tab until the element matching selector has the focus, as a keyboard user reaches it."""
-    for _ in range(most):
-        page.keyboard.press("Tab")
-        if page.locator(selector).evaluate("element => element === document.activeElement"):
-            return
-    pytest.fail(f"{selector} was not reached with {most} presses of Tab")
 
 
 def test_cashier_signs_in_with_the_keyboard_and_reaches_the_counter(
