@@ -4,6 +4,7 @@ A staff member chooses the store of their shift once; every staff view then work
 store only, and it must be one of the stores they work in (any store for programme admins).
 """
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
@@ -15,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 
-from members.models import Store, User
+from members.models import Member, Store, User
 
 SHIFT_STORE = "staff_shift_store"
 
@@ -33,7 +34,8 @@ def shift_store(request: HttpRequest) -> Store | None:
 
 def shift_store_set(request: HttpRequest, store_id: object) -> Store:
     """Start a shift at one of the staff member's stores; another store is refused."""
-    store = staff_stores(request.user).filter(pk=store_id).first() if str(store_id).isdigit() else None  # type: ignore[arg-type]
+    valid = re.fullmatch(r"[0-9]{1,18}", str(store_id))  # anything else is refused, never a database error
+    store = staff_stores(request.user).filter(pk=store_id).first() if valid else None  # type: ignore[arg-type]
     if store is None:
         raise PermissionDenied
     request.session[SHIFT_STORE] = store.pk
@@ -62,3 +64,13 @@ def staff_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def access_member_details(user: User, member: Member, store: Store) -> bool:
+    """Say whether this staff member sees the member's full contact details and notes.
+
+    Staff of the member's own stores (where they enrolled or prefer to shop) and managers do;
+    a cashier of another store sees enough to serve them (name, the last digits of the phone).
+    """
+    home = {member.enrolled_store_id, member.preferred_store_id}
+    return store.pk in home or user.has_perm("members.view_consentrecord")

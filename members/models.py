@@ -139,6 +139,9 @@ class Member(models.Model):
     email = models.EmailField(_("e-mail"), blank=True)
     name = models.CharField(_("name"), max_length=150, blank=True)
     birthday = models.DateField(_("birthday"), null=True, blank=True)
+    notes = models.TextField(
+        _("notes for staff"), blank=True, help_text=_("Seen by staff only, e.g. “oat milk, no sugar”. Never shown to the member.")
+    )
     gender = models.CharField(_("gender"), max_length=10, choices=Gender.choices, blank=True)
     language = models.CharField(_("language"), max_length=10, choices=Language.choices, default=Language.ENGLISH)
     external_ref = models.CharField(

@@ -386,6 +386,15 @@ class Return(models.Model):
     recorded_at = models.DateTimeField(_("recorded at"), auto_now_add=True)
     recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     recorded_via = models.CharField(_("recorded via"), max_length=64, blank=True)
+    store = models.ForeignKey(
+        Store,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("returned at"),
+        help_text=_("Where the goods came back, which may be another store than the sale's."),
+    )
     fingerprint = models.CharField(max_length=64, editable=False)
 
     class Meta:

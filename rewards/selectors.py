@@ -214,7 +214,7 @@ def shift_summary(*, store: Store, day: dt.date) -> ShiftSummary:
             {"vouchers_used": Count("pk")},
         ),
         (
-            Return.objects.filter(purchase__store=store, recorded_at__gte=start, recorded_at__lt=end),
+            Return.objects.filter(store=store, recorded_at__gte=start, recorded_at__lt=end),
             "recorded_by",
             {"returns": Count("pk"), "refunded": Sum("amount"), "points_clawed_back": Sum("points_clawed_back")},
         ),

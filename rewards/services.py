@@ -681,8 +681,12 @@ def purchase_return(
     lines: Sequence[tuple[int, int]] = (),
     by: User | None = None,
     via: str = "",
+    store: Store | None = None,
 ) -> ReturnResult:
-    """Record a return by amount or by (line number, quantity) and take back its points."""
+    """Record a return by amount or by (line number, quantity) and take back its points.
+
+    `store` is where the goods came back (the sale's own store when not given).
+    """
     purchase = Purchase.objects.select_for_update(of=("self",)).select_related("member", "rules__programme").get(pk=purchase.pk)
     errors: dict[str, str] = {}
     return_number = _receipt(return_number, "return_number", errors)
@@ -715,7 +719,13 @@ def purchase_return(
 
     now = timezone.now()
     return_record = Return.objects.create(
-        purchase=purchase, return_number=return_number, amount=refund, recorded_by=by, recorded_via=via, fingerprint=fingerprint
+        purchase=purchase,
+        return_number=return_number,
+        amount=refund,
+        recorded_by=by,
+        recorded_via=via,
+        store=store or purchase.store,
+        fingerprint=fingerprint,
     )
     for record in line_records:
         record.return_record = return_record

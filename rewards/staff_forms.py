@@ -119,7 +119,7 @@ class PurchaseForm(CounterForm):
             for field, errors in error.error_dict.items():
                 if field.startswith("lines[") and "]." in field:
                     index, _sep, name = field.removeprefix("lines[").partition("].")
-                    if index.isdigit() and int(index) < len(self._line_rows):
+                    if index.isdecimal() and len(index) < 4 and int(index) < len(self._line_rows):
                         field = f"line_{self._line_rows[int(index)]}_{name}"
                 renamed.setdefault(field, []).extend(errors)
             error = ValidationError(renamed)  # type: ignore[arg-type]
@@ -177,7 +177,7 @@ class ReturnForm(CounterForm):
             for field, errors in error.error_dict.items():
                 if field.startswith("lines[") and "]." in field:
                     index = field.removeprefix("lines[").partition("]")[0]
-                    if index.isdigit() and int(index) < len(asked):  # type: ignore[arg-type]
+                    if index.isdecimal() and len(index) < 4 and int(index) < len(asked):  # type: ignore[arg-type]
                         field = f"line_{asked[int(index)][0]}"  # type: ignore[index]
                 renamed.setdefault(field, []).extend(errors)
             error = ValidationError(renamed)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """The staff counter's pages about a member's points: the member panel and what staff do there."""
 
 import datetime as dt
+import re
 import zoneinfo
 from decimal import Decimal
 
@@ -35,7 +36,11 @@ from rewards.services import RewardsError
 def member_panel(request: HttpRequest, member_number: str) -> HttpResponse:
     """Show the member at the counter: points, tier and progress, vouchers, stamp cards, recent history."""
     member = get_object_or_404(Member, member_number=member_number)
-    context = {"member": member, **selectors.member_panel(member)}
+    context = {
+        "member": member,
+        "full_details": access.access_member_details(request.user, member, request.store),  # type: ignore[arg-type,attr-defined]
+        **selectors.member_panel(member),
+    }
     if not request.htmx and request.user.has_perm("rewards.add_purchase"):  # type: ignore[attr-defined]
         context["purchase_form"] = staff_forms.PurchaseForm(categories=staff_forms.category_choices(request.store))  # type: ignore[attr-defined]
     # An htmx refresh after a change asks for one region: the balance, or the recent history.
@@ -89,9 +94,6 @@ def shift_summary(request: HttpRequest) -> HttpResponse:
 
 # --- enrolment, sales, returns and claims at the counter -----------------------------------
 
-# The member portal's page where someone enrolled at the counter sets up their login.
-CLAIM_PATH = "/accounts/claim/"
-
 
 def _counter_response(request: HttpRequest, template: str, partial: str, context: dict[str, object]) -> HttpResponse:
     """Render a counter page, or for htmx just its named partial (form errors come back with status 200)."""
@@ -139,7 +141,9 @@ def _enrol(request: HttpRequest, form: MemberEnrolForm) -> Member:
         **form.enrolment(),  # type: ignore[arg-type]
     )
     services.terms_accept(member=member, channel=Member.Channel.COUNTER)
-    _welcome_send(member, claim_url=request.build_absolute_uri(CLAIM_PATH))
+    # Sign-up is where someone enrolled at the counter sets up their login (the member portal
+    # links it to this membership by the phone number, checked with a one-time code).
+    _welcome_send(member, claim_url=request.build_absolute_uri(reverse("account_signup")))
     return member
 
 
@@ -222,7 +226,12 @@ def purchase_return(request: HttpRequest, member_number: str, purchase_id: int) 
     context: dict[str, object] = {"member": member, "purchase": purchase, "lines": lines, "form": form}
     if request.method == "POST" and form.is_valid():
         try:
-            result = services.purchase_return(purchase=purchase, by=request.user, **form.refund())  # type: ignore[arg-type]
+            result = services.purchase_return(
+                purchase=purchase,
+                by=request.user,
+                store=request.store,
+                **form.refund(),  # type: ignore[arg-type,attr-defined]
+            )
         except ValidationError as error:
             form.add_service_error(error)
         except RewardsError as error:
@@ -315,10 +324,10 @@ def member_rewards(request: HttpRequest, member_number: str) -> HttpResponse:
                 if not request.htmx:  # type: ignore[attr-defined]
                     return redirect(f"{url}?{urlencode({'redeemed': redemption.pk})}")
                 form = None
-    elif (redeemed := request.GET.get("redeemed", "")).isdigit():
+    elif re.fullmatch(r"[0-9]{1,18}", redeemed := request.GET.get("redeemed", "")):
         # Looked up among this member's redemptions only: another member's would show nothing.
         redemption = member.redemptions.select_related("reward", "voucher").filter(pk=redeemed).first()
-    elif (chosen := request.GET.get("reward", "")).isdigit():
+    elif re.fullmatch(r"[0-9]{1,18}", chosen := request.GET.get("reward", "")):
         reward = Reward.objects.visible(timezone.now()).filter(pk=chosen).first()
         form = staff_forms.RedeemForm(initial={"reward": reward}) if reward else None
     account = selectors.account_for(member)

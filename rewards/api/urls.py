@@ -1,34 +1,7 @@
-from django.urls import path, register_converter
+from django.urls import path
 
+from members import converters  # noqa: F401 - registers member_number and voucher_code
 from rewards.api import catalog, members, purchases
-
-
-class VoucherCodeConverter:
-    """Letters, digits and dashes only, as a code is printed or typed; anything else is a 404."""
-
-    regex = "[0-9A-Za-z-]{1,20}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-class MemberNumberConverter:
-    """Only digits reach a view: anything else is a 404, never a query."""
-
-    regex = "[0-9]{1,12}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-register_converter(MemberNumberConverter, "member_number")
-register_converter(VoucherCodeConverter, "voucher_code")
 
 urlpatterns = [
     path("members", members.MemberCreateApi.as_view(), name="api-members"),

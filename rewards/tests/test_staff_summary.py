@@ -389,3 +389,16 @@ def test_the_summary_takes_six_queries_however_many_staff_and_rows(client, rules
     # The session, the user, the shift store, the permission check, the six sums, and the programme's
     # currency once for every amount on the page.
     assert len(page) == 5 + 6 + 1
+
+
+@pytest.mark.django_db
+def test_a_return_counts_for_the_store_it_came_back_to_not_the_store_of_the_sale(rules, store, team, latte):
+    elsewhere = StoreFactory(code="hz01", name="West Lake")
+    ann = team["ann"]
+    sale = services.purchase_record(store=elsewhere, receipt_number="W-1", amount="50").purchase
+    today = timezone.localdate(timezone=zoneinfo.ZoneInfo(store.timezone))
+
+    services.purchase_return(purchase=sale, return_number="W-1-X", amount="20", by=ann, store=store)
+
+    assert shift_summary(store=store, day=today).total.returns == 1
+    assert shift_summary(store=elsewhere, day=today).total.returns == 0
