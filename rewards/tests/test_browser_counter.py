@@ -199,3 +199,26 @@ def test_cashier_cannot_adjust_points(page: Page, browser_problems: BrowserProbl
     # The browser reports the refused page itself as a failed load; nothing else went wrong.
     refused = f"Failed to load resource: the server responded with a status of 403 (Forbidden) ({live_server.url}{adjust})"
     assert browser_problems.all() == [refused]
+
+
+@pytest.mark.parametrize("browser_locale", ["zh-CN"])
+def test_the_counter_fits_a_360_pixel_phone_and_200_percent_zoom(
+    page: Page, browser_problems: BrowserProblems, screenshot, rules, manager, store
+):
+    """A small phone, and a 720-pixel window at 200% zoom, both lay the pages out 360 CSS pixels wide."""
+    member = MemberFactory(name="王芳", store=store)
+    services.purchase_record(store=store, receipt_number="R-1", amount="42", member=member)
+    page.set_viewport_size({"width": 360, "height": 740})
+    staff_login(page, manager, next_url="/staff/")
+
+    for path, name in [
+        ("/staff/", "find"),
+        (f"/staff/members/{member.member_number}/", "member"),
+        (f"/staff/members/{member.member_number}/adjust/", "adjust"),
+        ("/staff/summary/", "summary"),
+    ]:
+        page.goto(path)
+        # Nothing wider than the screen: no sideways scrolling of the page itself.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+        screenshot(name)
+    assert browser_problems.all() == []
