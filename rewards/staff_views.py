@@ -221,7 +221,7 @@ def purchase_return(request: HttpRequest, member_number: str, purchase_id: int) 
     purchase = get_object_or_404(
         member.purchases.select_related("store").annotate(returned=Coalesce(Sum("returns__amount"), Decimal(0))), pk=purchase_id
     )
-    lines = purchase.lines.annotate(returned_quantity=Coalesce(Sum("returned__quantity"), 0))
+    lines = purchase.lines.annotate(returned_quantity=Coalesce(Sum("returned__quantity"), 0)).order_by("line_number")
     form = staff_forms.ReturnForm(request.POST if request.method == "POST" else None, lines=lines)
     context: dict[str, object] = {"member": member, "purchase": purchase, "lines": lines, "form": form}
     if request.method == "POST" and form.is_valid():
