@@ -4,7 +4,9 @@ Owns the programme rules (versioned, so a purchase is judged by the rules in for
 happened), terms and conditions, purchases and returns, and the points ledger: append-only
 entries, earn lots with pending and expiry dates, and each member's cached balances; tiers
 (`tiers.py`), the reward catalog with redemptions and vouchers (`catalog.py`), stamp cards
-(`stamps.py`), and the programme clock (`clock.py`, `lifecycle.py`, `tasks.py`).
+(`stamps.py`), the programme clock (`clock.py`, `lifecycle.py`, `tasks.py`), and the staff
+counter's pages about points (`staff_views.py`: the member panel, sales, returns, rewards,
+vouchers, adjustments, the shift summary).
 
 May import `members`. Higher apps (referrals, campaigns, analytics) write here only through
 `rewards.services` and react to purchases and returns through `rewards.hooks`.
