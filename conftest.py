@@ -3,8 +3,16 @@
 import pytest
 from django.core.management import call_command
 
+from members.tests.counter import counter_login
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards.tests.factories import programme_create
+
+
+@pytest.fixture
+def at_counter(client, cashier, store):
+    """A cashier logged in with the shift started at the store."""
+    return counter_login(client, cashier, store)
+
 
 # Browser tests: Chromium, a page per test and a login through the real form (conftest_e2e.py).
 pytest_plugins = ["conftest_e2e"]

@@ -11,15 +11,6 @@ from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 FIND = reverse("staff:find")
 
 
-@pytest.fixture
-def at_counter(client, cashier, store):
-    client.force_login(cashier)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
-
-
 @pytest.mark.django_db
 def test_the_counter_needs_a_login_and_a_staff_account(client):
     assert client.get(FIND)["Location"].startswith(reverse("account_login"))

@@ -11,13 +11,14 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from members.tests.counter import counter_login as counter
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards import services
 from rewards.models import LedgerEntry, ProgrammeRules
 from rewards.selectors import account_for, ledger_drift
 from rewards.tests.test_catalog import earn
 from rewards.tests.test_concurrency import errors_by_type, run_at_once, unexpected
-from rewards.tests.test_staff_rewards import HTMX, counter
+from rewards.tests.test_staff_rewards import HTMX
 
 ADJUSTMENTS = reverse("staff:adjustments")
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")

@@ -7,8 +7,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from members.access import SHIFT_STORE
 from members.models import ConsentRecord, Member
+from members.tests.counter import counter_login as counter_client
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards.models import TermsAcceptance, TermsVersion
 
@@ -40,19 +40,6 @@ def terms(rules):
     return TermsVersion.objects.create(
         programme=rules.programme, version="2025.1", published_at=timezone.now() - dt.timedelta(days=1)
     )
-
-
-def counter_client(client, user, store):
-    client.force_login(user)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
-
-
-@pytest.fixture
-def at_counter(client, cashier, store):
-    return counter_client(client, cashier, store)
 
 
 def customer(**overrides):

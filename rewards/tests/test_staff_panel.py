@@ -10,15 +10,6 @@ from members.tests.factories import MemberFactory
 from rewards import services
 
 
-@pytest.fixture
-def at_counter(client, cashier, store):
-    client.force_login(cashier)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
-
-
 @pytest.mark.django_db
 def test_the_member_panel_shows_points_and_history_in_a_fixed_number_of_queries(at_counter, rules, store):
     member = MemberFactory(name="Wang Fang")

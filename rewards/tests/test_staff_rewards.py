@@ -10,7 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from members.access import SHIFT_STORE
+from members.tests.counter import counter_login as counter
 from members.tests.factories import MemberFactory, UserFactory
 from rewards import catalog
 from rewards.models import LedgerEntry, Redemption, Voucher
@@ -21,20 +21,6 @@ pytestmark = pytest.mark.django_db
 
 HTMX = {"HX-Request": "true"}
 VOUCHERS = reverse("staff:vouchers")
-
-
-def counter(client, user, store):
-    """Log a staff member in with their shift started at the store."""
-    client.force_login(user)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
-
-
-@pytest.fixture
-def at_counter(client, cashier, store):
-    return counter(client, cashier, store)
 
 
 @pytest.fixture

@@ -11,26 +11,13 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from members.access import SHIFT_STORE
+from members.tests.counter import counter_login as counter_client
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards import services
 from rewards.models import LedgerEntry, Purchase, Return
 from rewards.selectors import account_for, ledger_drift
 
 HTMX = {"HX-Request": "true"}
-
-
-def counter_client(client, user, store):
-    client.force_login(user)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
-
-
-@pytest.fixture
-def at_counter(client, cashier, store):
-    return counter_client(client, cashier, store)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from django.utils import timezone
 from members import services as member_services
 from members.access import SHIFT_STORE
 from members.models import Member
+from members.tests.counter import counter_login as at_counter
 from members.tests.factories import StoreFactory, UserFactory
 from rewards import catalog, services
 from rewards.models import Reward
@@ -26,14 +27,6 @@ SUMMARY = reverse("staff:summary")
 HTMX = {"HX-Request": "true"}
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 PHONES = itertools.count(1)
-
-
-def at_counter(client, user, store):
-    client.force_login(user)
-    session = client.session
-    session[SHIFT_STORE] = store.pk
-    session.save()
-    return client
 
 
 @pytest.fixture
