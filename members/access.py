@@ -74,3 +74,23 @@ def access_member_details(user: User, member: Member, store: Store) -> bool:
     """
     home = {member.enrolled_store_id, member.preferred_store_id}
     return store.pk in home or user.has_perm("members.view_consentrecord")
+
+
+def member_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Let in a logged-in customer with an active membership (set on `request.member`).
+
+    Every portal query starts from `request.member`, so another member's data is never reached.
+    A login without a membership yet is sent to join or claim one.
+    """
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        member = Member.objects.filter(user=request.user, status=Member.Status.ACTIVE).first()
+        if member is None:
+            return redirect(f"{reverse('portal:join')}?{urlencode({'next': request.get_full_path()})}")
+        request.member = member  # type: ignore[attr-defined]
+        return view(request, *args, **kwargs)
+
+    return wrapped

@@ -96,8 +96,9 @@ def member_enrol(
     email_consent: bool = False,
     sms_consent: bool = False,
     enrolled_at: dt.datetime | None = None,
+    user: User | None = None,
 ) -> Member:
-    """Enrol a new member with at least a phone number or an e-mail address."""
+    """Enrol a new member with at least a phone number or an e-mail address; `user` is their login, if any."""
     phone_e164 = phone_normalise(phone) if phone.strip() else None
     email = email_normalise(email) if email.strip() else ""
     if phone_e164 is None and not email:
@@ -124,6 +125,7 @@ def member_enrol(
         preferred_store=store,
         enrolled_by=by,
         enrolled_at=enrolled_at or now,
+        user=user,
     )
     for _attempt in range(5):
         member.member_number = member_number_new()
