@@ -69,6 +69,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "members.middleware.ReferralCodeMiddleware",
+    "rewards.middleware.TermsMiddleware",
 ]
 
 ROOT_URLCONF = "loyalty_site.urls"
@@ -98,6 +100,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
                 "csp.context_processors.nonce",
+                "members.context_processors.inbox",
             ],
             # Partials read as they will on Django 6, where they are built in.
             "builtins": ["template_partials.templatetags.partials"],
@@ -165,9 +168,15 @@ ACCOUNT_LOGIN_METHODS = {"email"}
 ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
 ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_EMAIL_VERIFICATION = "mandatory"
-ACCOUNT_RATE_LIMITS = {"login_failed": "5/5m/ip,5/5m/key"}
+# Five wrong passwords for one e-mail lock that login out for five minutes, even with the right
+# one. The per-address limit is looser: customers in one shop's Wi-Fi share an address.
+ACCOUNT_RATE_LIMITS = {"login_failed": "20/5m/ip,5/5m/key"}
 LOGIN_REDIRECT_URL = "/"
-SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 12)
+# The login form asks "Remember me": if ticked, the session lasts two weeks (staff at a shared
+# counter leave it unticked); if not, it ends when the browser closes.
+ACCOUNT_SESSION_REMEMBER = None
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=60 * 60 * 24 * 14)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = False
 
 # Phone numbers are stored in E.164; a number typed without a country code is read in this region.
 PHONENUMBER_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="CN")
@@ -223,6 +232,8 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 SECURE_SSL_REDIRECT = SECURE_TLS and env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", default=False) else None
+# Behind the proxy every request comes from its address: login limits count the client's instead.
+ALLAUTH_TRUSTED_PROXY_COUNT = 1 if env.bool("BEHIND_PROXY", default=False) else 0
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=60 * 60 * 24 * 365) if SECURE_TLS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_TLS
 SECURE_HSTS_PRELOAD = SECURE_TLS and env.bool("SECURE_HSTS_PRELOAD", default=True)

@@ -7,14 +7,18 @@ import secrets
 import time
 
 import phonenumbers
+from allauth.account.models import EmailAddress
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
-from members.models import ApiKey, ConsentRecord, Member, Store, User
+from members import notifications
+from members.models import ApiKey, ConsentRecord, IdempotentRequest, Member, Store, User, new_card_code
 
 EMAIL_LENGTH = 254
 
@@ -244,3 +248,180 @@ def members_enrol_bulk(*, people: list[dict[str, object]], channel: str, store: 
         for number, person in zip(numbers, people, strict=True)
     ]
     return Member.objects.bulk_create(members, batch_size=2000)
+
+
+# --- the member's own profile, phone and account (the portal) ------------------------------
+
+PHONE_CODE_VALID = dt.timedelta(minutes=10)
+PHONE_CODE_ATTEMPTS = 5
+PHONE_CODES_PER_HOUR = 3
+CLOSED_EMAIL_DOMAIN = "closed.invalid"  # reserved by RFC 2606: no mail can ever reach it
+
+
+@transaction.atomic
+def member_profile_update(
+    *,
+    member: Member,
+    name: str,
+    language: str,
+    preferred_store: Store | None,
+    email_consent: bool,
+    sms_consent: bool,
+    birthday: dt.date | None = None,
+    source: str = "portal",
+    by: User | None = None,
+) -> Member:
+    """Save what members may change about themselves: a birthday only while none is set, consent with a record."""
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    errors: dict[str, str] = {}
+    name = name.strip()
+    if len(name) > Member._meta.get_field("name").max_length:  # type: ignore[operator]
+        errors["name"] = _("Use at most %(max)s characters.") % {"max": Member._meta.get_field("name").max_length}
+    if language not in Member.Language.values:
+        errors["language"] = _("Choose a valid language.")
+    if preferred_store is not None and not preferred_store.is_active:
+        errors["preferred_store"] = _("Choose a store that is open.")
+    if birthday is not None and birthday != member.birthday:
+        # A birthday earns a bonus every year: once set, only staff may correct it.
+        if member.birthday is not None:
+            errors["birthday"] = _("Your birthday is already set: ask staff to correct it.")
+        elif birthday > timezone.localdate():
+            errors["birthday"] = _("The birthday cannot be in the future.")
+    if errors:
+        raise ValidationError(errors)
+    for channel, granted in (("email", email_consent), ("sms", sms_consent)):
+        if getattr(member, f"{channel}_consent") != granted:
+            member_consent_set(member=member, channel=channel, granted=granted, source=source, by=by)
+    member.name, member.language, member.preferred_store = name, language, preferred_store
+    member.birthday = birthday or member.birthday
+    member.save(update_fields=["name", "language", "preferred_store", "birthday", "updated_at"])
+    return member
+
+
+def _phone_code_digest(member: Member, phone: str, code: str) -> str:
+    # Keyed with the secret key: the session holds no code that could be worked out offline.
+    return salted_hmac("members.phone_code", f"{member.pk}:{phone}:{code}").hexdigest()
+
+
+def phone_code_send(*, member: Member, phone: str, now: dt.datetime | None = None) -> dict[str, object]:
+    """Text a one-time code to the member's new phone number; return the challenge to keep in their session.
+
+    At most PHONE_CODES_PER_HOUR codes an hour per member, counted in the cache every web process shares.
+    """
+    phone_e164 = phone_normalise(phone)
+    if member.phone and str(member.phone) == phone_e164:
+        raise ValidationError({"phone": _("This is already your phone number.")}, code="unchanged")
+    key = f"members:phone_codes:{member.pk}"
+    cache.add(key, 0, timeout=3600)
+    try:
+        sent = cache.incr(key)
+    except ValueError:  # the hour ran out between the two calls
+        sent = 1
+        cache.set(key, sent, timeout=3600)
+    if sent > PHONE_CODES_PER_HOUR:
+        raise ValidationError({"phone": _("Too many codes were sent. Please try again in an hour.")}, code="throttled")
+    code = f"{secrets.randbelow(10**6):06d}"
+    with translation.override(member.language):
+        text = _("Your code to confirm this phone number is %(code)s. It is valid for 10 minutes.") % {"code": code}
+    try:
+        notifications.sms_backend().send(phone=phone_e164, text=text)
+    except OSError:
+        raise ValidationError({"phone": _("The code could not be sent. Please try again later.")}, code="unsent") from None
+    return {
+        "phone": phone_e164,
+        "digest": _phone_code_digest(member, phone_e164, code),
+        "expires_at": ((now or timezone.now()) + PHONE_CODE_VALID).isoformat(),
+        "attempts": 0,
+    }
+
+
+@transaction.atomic
+def member_phone_confirm(*, member: Member, challenge: dict[str, object], code: str, now: dt.datetime | None = None) -> Member:
+    """Set the member's new phone number once they type back the code texted to it.
+
+    Each try counts in `challenge["attempts"]` (changed in place, for the caller to keep); an
+    expired challenge, or one tried PHONE_CODE_ATTEMPTS times, needs a new code.
+    """
+    attempts = int(challenge["attempts"])  # type: ignore[call-overload]
+    if attempts >= PHONE_CODE_ATTEMPTS:
+        raise ValidationError({"code": _("Too many wrong codes. Please ask for a new one.")}, code="exhausted")
+    if (now or timezone.now()) >= dt.datetime.fromisoformat(str(challenge["expires_at"])):
+        raise ValidationError({"code": _("This code has expired. Please ask for a new one.")}, code="expired")
+    challenge["attempts"] = attempts + 1
+    phone = str(challenge["phone"])
+    if not hmac.compare_digest(str(challenge["digest"]), _phone_code_digest(member, phone, code.strip())):
+        raise ValidationError({"code": _("This is not the code we sent.")}, code="wrong")
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    taken = ValidationError(
+        {"phone": _("This phone number belongs to another membership: please ask staff to help.")}, code="duplicate"
+    )
+    if Member.objects.exclude(pk=member.pk).filter(phone=phone).exists():
+        raise taken
+    member.phone = phone
+    try:
+        with transaction.atomic():
+            member.save(update_fields=["phone", "updated_at"])
+    except IntegrityError:  # another membership took the number meanwhile
+        raise taken from None
+    return member
+
+
+def _api_answers_redact(member: Member) -> None:
+    """Blank the personal fields of API answers kept for retries (an enrolment's answer names the member)."""
+    answers = list(IdempotentRequest.objects.filter(response__member_number=member.member_number))
+    for answer in answers:
+        answer.response = {**answer.response, "name": "", "email": "", "phone": None, "birthday": None, "external_ref": ""}
+    IdempotentRequest.objects.bulk_update(answers, ["response"])
+
+
+@transaction.atomic
+def member_close(*, member: Member, by: User | None = None) -> Member:
+    """Close a membership for good: withdraw consent, erase the personal data and the messages, end the login.
+
+    The member row stays, anonymised, so purchases and the points ledger still add up for accounting.
+    """
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    if member.status == Member.Status.CLOSED:
+        return member
+    for channel in ConsentRecord.Channel.values:
+        member_consent_set(member=member, channel=channel, granted=False, source="account closed", by=by)
+    member.notifications.all().delete()
+    _api_answers_redact(member)
+    member.name, member.phone, member.birthday, member.gender = "", None, None, ""
+    member.notes, member.external_ref, member.preferred_store = "", "", None
+    # The database asks every member for a phone or an e-mail: an address that reaches nobody.
+    member.email = f"closed-{member.member_number}@{CLOSED_EMAIL_DOMAIN}"
+    member.card_code = new_card_code()
+    member.status = Member.Status.CLOSED
+    member.save()
+    if member.user is not None:
+        user = member.user
+        EmailAddress.objects.filter(user=user).delete()
+        user.email, user.name, user.is_active = f"closed-user-{user.pk}@{CLOSED_EMAIL_DOMAIN}", "", False
+        user.set_unusable_password()  # also ends every session of this login
+        user.save(update_fields=["email", "name", "is_active", "password"])
+    return member
+
+
+@transaction.atomic
+def member_claim(*, member: Member, user: User) -> Member:
+    """Link a membership enrolled without a login (at the counter) to the login that proved it is theirs."""
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    if member.status == Member.Status.CLOSED:
+        raise ValidationError(_("This membership was closed and cannot be claimed."), code="closed")
+    if member.status != Member.Status.ACTIVE:
+        raise ValidationError(_("This membership is blocked: please ask staff at a store."), code="blocked")
+    if member.user_id == user.pk:
+        return member
+    if member.user_id is not None:
+        raise ValidationError(_("This membership is linked to another login already."), code="claimed")
+    taken = ValidationError(_("This login has a membership already."), code="has_member")
+    if Member.objects.filter(user=user).exists():
+        raise taken
+    member.user = user
+    try:
+        with transaction.atomic():
+            member.save(update_fields=["user", "updated_at"])
+    except IntegrityError:  # the same login claimed another membership meanwhile
+        raise taken from None
+    return member

@@ -42,6 +42,7 @@ def test_home_shows_the_members_own_points_only(client, terms, store):
     user = UserFactory(is_staff=False)
     mine = MemberFactory(name="Mei")
     Member.objects.filter(pk=mine.pk).update(user=user)
+    services.terms_accept(member=mine, channel=Member.Channel.ONLINE, terms=terms)
     other = MemberFactory(name="Someone Else")
     services.purchase_record(store=store, receipt_number="R-1", amount="42", member=mine)
     services.purchase_record(store=store, receipt_number="R-2", amount="99", member=other)
