@@ -2,6 +2,7 @@
 
 import pytest
 from django.core.management import call_command
+from django.utils import translation
 
 from members.tests.counter import counter_login
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
@@ -16,6 +17,15 @@ def at_counter(client, cashier, store):
 
 # Browser tests: Chromium, a page per test and a login through the real form (conftest_e2e.py).
 pytest_plugins = ["conftest_e2e"]
+
+
+@pytest.fixture(autouse=True)
+def english_unless_told():
+    """Start each test in English: a request in an earlier test may have left its language active,
+    and a translated field written then (a tier's name) would land in that language's column."""
+    translation.activate("en")
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture
