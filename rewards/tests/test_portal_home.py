@@ -1,6 +1,8 @@
 """The member portal's entry: joining with a new login, and the home page."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from members.models import Member
@@ -54,3 +56,23 @@ def test_home_shows_the_members_own_points_only(client, terms, store):
     assert "42 pts" in page
     assert "99 pts" not in page
     assert "Someone Else" not in page
+
+
+@pytest.mark.django_db
+def test_home_takes_the_same_queries_for_one_purchase_or_many(client, terms, store):
+    user = UserFactory(is_staff=False)
+    mine = MemberFactory(name="Mei")
+    Member.objects.filter(pk=mine.pk).update(user=user)
+    services.terms_accept(member=mine, channel=Member.Channel.ONLINE, terms=terms)
+    services.purchase_record(store=store, receipt_number="R-1", amount="42", member=mine)
+    client.force_login(user)
+    client.get(reverse("portal:home"))  # warm the session
+    with CaptureQueriesContext(connection) as one:
+        client.get(reverse("portal:home"))
+    for n in range(2, 12):
+        services.purchase_record(store=store, receipt_number=f"R-{n}", amount="10", member=mine)
+    with CaptureQueriesContext(connection) as eleven:
+        page = client.get(reverse("portal:home"))
+
+    assert page.status_code == 200
+    assert len(eleven) == len(one)
