@@ -14,7 +14,6 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -24,37 +23,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from members import access, services
 from members.models import Member, Notification, Store
 from members.notifications import notification_mark_read
+from members.pages import ServiceForm, page_or_partial
 
 PHONE_CHALLENGE = "portal_phone_challenge"
 INBOX_PAGE_SIZE = 20
 
 
-def _render(request: HttpRequest, template: str, partial: str, context: dict[str, object]) -> HttpResponse:
-    """Render a portal page, or for htmx just its named partial (form errors come back with status 200)."""
-    htmx = request.htmx  # type: ignore[attr-defined]
-    fragment = bool(htmx and not htmx.history_restore_request)
-    response = TemplateResponse(request, f"{template}#{partial}" if fragment else template, {**context, "fragment": fragment})
-    response["Vary"] = "HX-Request"
-    return response
+class PortalForm(ServiceForm):
+    """A form of the member portal, where the profile page holds several."""
 
-
-class PortalForm(forms.Form):
-    """A portal form that shows a service's refusal next to the fields it names."""
-
-    # The profile page holds several forms: each names its inputs' ids after itself.
     id_prefix = "portal"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("auto_id", f"{self.id_prefix}-%s")
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def add_service_error(self, error: ValidationError) -> None:
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for field, errors in error.error_dict.items():
-            self.add_error(field if field in self.fields else None, errors)
 
 
 # --- profile ---------------------------------------------------------------------------------
@@ -191,7 +169,7 @@ def profile(request: HttpRequest) -> HttpResponse:
                 samesite=settings.LANGUAGE_COOKIE_SAMESITE,
             )
             return response
-    return _render(request, "portal/profile.html", "profile-form", _profile_context(request, form=form))
+    return page_or_partial(request, "portal/profile.html", "profile-form", _profile_context(request, form=form))
 
 
 @require_POST
@@ -210,7 +188,7 @@ def phone_change(request: HttpRequest) -> HttpResponse:
             if not request.htmx:  # type: ignore[attr-defined]
                 return redirect("portal:profile")
             form = PhoneForm()
-    return _render(request, "portal/profile.html", "phone", _profile_context(request, phone_form=form))
+    return page_or_partial(request, "portal/profile.html", "phone", _profile_context(request, phone_form=form))
 
 
 @require_POST
@@ -220,7 +198,7 @@ def phone_confirm(request: HttpRequest) -> HttpResponse:
     challenge = _pending_challenge(request)
     if challenge is None:
         messages.error(request, _("There is no code waiting: ask for a new one."))
-        return _render(request, "portal/profile.html", "phone", _profile_context(request))
+        return page_or_partial(request, "portal/profile.html", "phone", _profile_context(request))
     form = PhoneCodeForm(request.POST)
     if form.is_valid():
         try:
@@ -238,8 +216,8 @@ def phone_confirm(request: HttpRequest) -> HttpResponse:
             messages.success(request, _("Your phone number is now %(phone)s.") % {"phone": member.phone})
             if not request.htmx:  # type: ignore[attr-defined]
                 return redirect("portal:profile")
-            return _render(request, "portal/profile.html", "phone", _profile_context(request))
-    return _render(request, "portal/profile.html", "phone", _profile_context(request, code_form=form))
+            return page_or_partial(request, "portal/profile.html", "phone", _profile_context(request))
+    return page_or_partial(request, "portal/profile.html", "phone", _profile_context(request, code_form=form))
 
 
 # --- inbox -----------------------------------------------------------------------------------
@@ -269,7 +247,7 @@ def _mark_read(request: HttpRequest, notification_id: int) -> Notification:
 @access.member_view
 def inbox(request: HttpRequest) -> HttpResponse:
     """List the member's messages, newest first, the unread ones marked."""
-    return _render(request, "portal/inbox.html", "inbox-list", _inbox_context(request))
+    return page_or_partial(request, "portal/inbox.html", "inbox-list", _inbox_context(request))
 
 
 @require_GET
@@ -277,7 +255,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
 def inbox_open(request: HttpRequest, notification_id: int) -> HttpResponse:
     """Show one of the member's messages and mark it read."""
     notification = _mark_read(request, notification_id)
-    return _render(request, "portal/inbox.html", "message", _inbox_context(request, opened=notification))
+    return page_or_partial(request, "portal/inbox.html", "message", _inbox_context(request, opened=notification))
 
 
 @require_POST
@@ -286,7 +264,7 @@ def inbox_mark_read(request: HttpRequest, notification_id: int) -> HttpResponse:
     """Mark one of the member's messages read without opening it."""
     notification = _mark_read(request, notification_id)
     if request.htmx:  # type: ignore[attr-defined]
-        return _render(
+        return page_or_partial(
             request,
             "portal/inbox.html",
             "item",

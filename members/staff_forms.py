@@ -1,31 +1,17 @@
 """Forms of the staff counter's member pages: they parse what staff type; the services judge it."""
 
 from django import forms
-from django.core.exceptions import ValidationError
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from members.models import Member
+from members.pages import ServiceForm
 
 
-class CounterForm(forms.Form):
-    """A counter form that shows a service's refusal next to the fields it names."""
+class CounterForm(ServiceForm):
+    """A form of the staff counter, where several share the member panel."""
 
-    # Several forms share the member panel: each names its inputs' ids after itself.
     id_prefix = "counter"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        kwargs.setdefault("auto_id", f"{self.id_prefix}-%s")
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-
-    def add_service_error(self, error: ValidationError) -> None:
-        """Show a service's errors on the fields they name, and above the form for any other."""
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for field, errors in error.error_dict.items():
-            self.add_error(field if field in self.fields else None, errors)
 
 
 def _language_initial() -> str:

@@ -96,9 +96,9 @@ def voucher_code_normalise(code: str) -> str:
     return _code_format(raw)
 
 
-def voucher_qr_svg(code: str) -> str:
-    """Draw a voucher's code as an inline SVG QR image for the member's phone screen."""
-    return segno.make(code, error="m", micro=False).svg_inline(scale=4, title=code)
+def voucher_qr_svg(code: str, *, scale: int = 4) -> str:
+    """Draw a code (a voucher's, a member card's) as an inline SVG QR image; `scale` is pixels a module."""
+    return segno.make(code, error="m", micro=False).svg_inline(scale=scale, title=code)
 
 
 # --- reading a member's standing ---------------------------------------------------------

@@ -9,7 +9,6 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 import barcode
-import segno
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import logout
@@ -33,6 +32,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from members import access, claims
 from members import services as member_services
 from members.models import Member
+from members.pages import wants_fragment
 from rewards import catalog, selectors, services, stamps, tiers
 from rewards.middleware import terms_remember
 from rewards.models import LedgerEntry, ProgrammeRules, Reward, StampProgramme, TermsVersion, Tier, Voucher
@@ -89,11 +89,6 @@ BARCODE_QUIET = 10  # modules of white on each side, as Code 128 asks
 BARCODE_HEIGHT = 96  # pixels: tall bars forgive a scanner held at an angle
 
 
-def _qr_svg(code: str) -> str:
-    """Draw a card's or voucher's code as an inline SVG QR image large enough to scan from a phone screen."""
-    return segno.make(code, error="m", micro=False).svg_inline(scale=QR_SCALE, title=code)
-
-
 def _card_barcode_svg(code: str) -> str:
     """Draw the member's card code as an inline SVG Code 128 barcode as wide as the screen allows."""
     modules = barcode.get("code128", code).build()[0]
@@ -117,7 +112,7 @@ def card(request: HttpRequest) -> HttpResponse:
         "member": member,
         "code": " ".join(code[i : i + 4] for i in range(0, len(code), 4)),
         # Drawn from a code of the card alphabet (letters and digits only): nothing of the user's to escape.
-        "qr": mark_safe(_qr_svg(code)),  # noqa: S308
+        "qr": mark_safe(catalog.voucher_qr_svg(code, scale=QR_SCALE)),  # noqa: S308
         "barcode": mark_safe(_card_barcode_svg(code)),  # noqa: S308
     }
     return TemplateResponse(request, "portal/card.html", context)
@@ -130,12 +125,6 @@ HISTORY_PAGE_SIZE = 20
 
 class HistoryFilterForm(forms.Form):
     kind = forms.ChoiceField(label=_("Show"), required=False, choices=[("", _("Every change")), *LedgerEntry.Kind.choices])
-
-
-def _partial_only(request: HttpRequest) -> bool:
-    """Say whether htmx asked for a fragment (a restore from history needs the whole page)."""
-    htmx = request.htmx  # type: ignore[attr-defined]
-    return bool(htmx) and not htmx.history_restore_request
 
 
 @access.member_view
@@ -152,7 +141,7 @@ def history(request: HttpRequest) -> HttpResponse:
         "page": Paginator(entries, HISTORY_PAGE_SIZE).get_page(request.GET.get("page")),
         "tz": services.programme_get().tz,
     }
-    partial = _partial_only(request)
+    partial = wants_fragment(request)
     if not partial:
         context["stamps"] = stamps.stamp_history(member)
     response = TemplateResponse(request, "portal/history.html#entries" if partial else "portal/history.html", context)
@@ -215,7 +204,7 @@ def reward_catalog(request: HttpRequest) -> HttpResponse:
         "after": account.available - chosen.reward.points_cost if chosen and chosen.can_redeem else None,
         "tz": services.programme_get().tz,
     }
-    partial = _partial_only(request) and (request.method == "POST" or "reward" in request.GET)
+    partial = wants_fragment(request) and (request.method == "POST" or "reward" in request.GET)
     response = TemplateResponse(request, "portal/rewards.html#redeem" if partial else "portal/rewards.html", context)
     response["Vary"] = "HX-Request"
     return response
@@ -233,9 +222,9 @@ def voucher_detail(request: HttpRequest, code: str) -> HttpResponse:
     context = {
         "voucher": found,
         "status": status,
-        # Larger than the counter's own copy (`catalog.voucher_qr_svg`): this one is scanned off a phone.
+        # Larger than on the counter's screen: this one is scanned off a phone.
         # segno writes the SVG itself from a code of our own alphabet: there is nothing of the user's to escape.
-        "qr": mark_safe(_qr_svg(found.code)) if status == Voucher.Status.ISSUED else "",  # noqa: S308
+        "qr": mark_safe(catalog.voucher_qr_svg(found.code, scale=QR_SCALE)) if status == Voucher.Status.ISSUED else "",  # noqa: S308
         "tz": services.programme_get().tz,
     }
     return TemplateResponse(request, "portal/voucher.html", context)
@@ -493,7 +482,7 @@ class CloseAccountForm(forms.Form):
 def _privacy_page(request: HttpRequest, form: CloseAccountForm) -> HttpResponse:
     member = request.member  # type: ignore[attr-defined]
     context = {"member": member, "account": selectors.account_for(member), "form": form}
-    template = "portal/privacy.html#close" if _partial_only(request) else "portal/privacy.html"
+    template = "portal/privacy.html#close" if wants_fragment(request) else "portal/privacy.html"
     response = TemplateResponse(request, template, context)
     response["Vary"] = "HX-Request"
     return response

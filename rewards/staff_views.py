@@ -25,6 +25,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from members import access, notifications
 from members import services as member_services
 from members.models import Member, Store
+from members.pages import page_or_partial
 from members.staff_forms import MemberEnrolForm
 from rewards import catalog, selectors, services, staff_forms
 from rewards.explanations import points_text
@@ -86,22 +87,10 @@ def shift_summary(request: HttpRequest) -> HttpResponse:
         context["summary"] = selectors.shift_summary(store=store, day=day)
         context["previous_day"] = day - dt.timedelta(days=1) if day > dt.date.min else None
         context["next_day"] = day + dt.timedelta(days=1) if day < today else None
-    partial = request.htmx and not request.htmx.history_restore_request  # type: ignore[attr-defined]
-    response = TemplateResponse(request, "staff/summary.html#summary" if partial else "staff/summary.html", context)
-    response["Vary"] = "HX-Request"
-    return response
+    return page_or_partial(request, "staff/summary.html", "summary", context)
 
 
 # --- enrolment, sales, returns and claims at the counter -----------------------------------
-
-
-def _counter_response(request: HttpRequest, template: str, partial: str, context: dict[str, object]) -> HttpResponse:
-    """Render a counter page, or for htmx just its named partial (form errors come back with status 200)."""
-    htmx = request.htmx  # type: ignore[attr-defined]
-    partial_only = htmx and not htmx.history_restore_request
-    response = TemplateResponse(request, f"{template}#{partial}" if partial_only else template, context)
-    response["Vary"] = "HX-Request"
-    return response
 
 
 def _done(request: HttpRequest, member: Member, template: str, partial: str, context: dict[str, object]) -> HttpResponse:
@@ -109,7 +98,7 @@ def _done(request: HttpRequest, member: Member, template: str, partial: str, con
     if not request.htmx:  # type: ignore[attr-defined]
         return redirect("staff:member", member_number=member.member_number)
     context = {"member": member, "account": selectors.account_for(member), **context}
-    response = _counter_response(request, template, partial, context)
+    response = page_or_partial(request, template, partial, context)
     response["HX-Trigger"] = "pointsChanged"
     return response
 
@@ -172,7 +161,7 @@ def member_enrol(request: HttpRequest) -> HttpResponse:
             )
             panel = reverse("staff:member", args=[member.member_number])
             return HttpResponseClientRedirect(panel) if request.htmx else redirect(panel)  # type: ignore[attr-defined]
-    return _counter_response(request, "staff/enrol.html", "enrol", {"form": form, "duplicate": duplicate})
+    return page_or_partial(request, "staff/enrol.html", "enrol", {"form": form, "duplicate": duplicate})
 
 
 @require_http_methods(["GET", "POST"])
@@ -199,7 +188,7 @@ def purchase_record(request: HttpRequest, member_number: str) -> HttpResponse:
             messages.success(request, text % {"receipt": purchase.receipt_number, "points": points_text(purchase.points_earned)})
             blank = staff_forms.PurchaseForm(categories=categories)
             return _done(request, member, "staff/purchase.html", "purchase", {"result": result, "form": blank})
-    return _counter_response(request, "staff/purchase.html", "purchase", {"member": member, "form": form})
+    return page_or_partial(request, "staff/purchase.html", "purchase", {"member": member, "form": form})
 
 
 @access.staff_view
@@ -208,7 +197,7 @@ def member_purchases(request: HttpRequest, member_number: str) -> HttpResponse:
     access.access_permission(request.user, "rewards.view_purchase")  # type: ignore[arg-type]
     member = get_object_or_404(Member, member_number=member_number)
     purchases = member.purchases.select_related("store").annotate(returned=Coalesce(Sum("returns__amount"), Decimal(0)))[:30]
-    return _counter_response(request, "staff/purchases.html", "purchases", {"member": member, "purchases": purchases})
+    return page_or_partial(request, "staff/purchases.html", "purchases", {"member": member, "purchases": purchases})
 
 
 @require_http_methods(["GET", "POST"])
@@ -245,7 +234,7 @@ def purchase_return(request: HttpRequest, member_number: str, purchase_id: int) 
             values = {"number": record.return_number, "receipt": purchase.receipt_number}
             messages.success(request, text % {**values, "points": points_text(record.points_clawed_back)})
             return _done(request, member, "staff/return.html", "return", {**context, "result": result})
-    return _counter_response(request, "staff/return.html", "return", context)
+    return page_or_partial(request, "staff/return.html", "return", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -276,7 +265,7 @@ def purchase_claim(request: HttpRequest, member_number: str) -> HttpResponse:
                     text = _("Receipt %(receipt)s was already claimed for this member: nothing was added.")
                 messages.success(request, text % {"receipt": receipt, "points": points_text(result.purchase.points_earned)})
                 return _done(request, member, "staff/claim.html", "claim", {"result": result, "form": staff_forms.ClaimForm()})
-    return _counter_response(request, "staff/claim.html", "claim", {"member": member, "form": form})
+    return page_or_partial(request, "staff/claim.html", "claim", {"member": member, "form": form})
 
 
 # --- rewards, vouchers and adjustments ----------------------------------------------------
@@ -347,7 +336,7 @@ def member_rewards(request: HttpRequest, member_number: str) -> HttpResponse:
     catalog_only = request.htmx and request.htmx.target == "catalog"  # type: ignore[attr-defined]
     if catalog_only or not request.htmx:  # type: ignore[attr-defined]
         context["items"] = _catalog_items(member)
-    response = _counter_response(request, "staff/rewards.html", "catalog" if catalog_only else "redeem", context)
+    response = page_or_partial(request, "staff/rewards.html", "catalog" if catalog_only else "redeem", context)
     if request.method == "POST" and redemption is not None:
         response["HX-Trigger"] = "pointsChanged"
     return response
@@ -394,7 +383,7 @@ def voucher_check(request: HttpRequest) -> HttpResponse:
         "status": catalog.voucher_status(voucher) if voucher else None,
         "tz": services.programme_get().tz,
     }
-    response = _counter_response(request, "staff/vouchers.html", "check", context)
+    response = page_or_partial(request, "staff/vouchers.html", "check", context)
     if used:
         response["HX-Trigger"] = "voucherUsed"
     return response
@@ -435,7 +424,7 @@ def member_adjust(request: HttpRequest, member_number: str) -> HttpResponse:
     if entry is not None:
         return _done(request, member, "staff/adjust.html", "adjust", context)
     context.update(member=member, account=selectors.account_for(member))
-    return _counter_response(request, "staff/adjust.html", "adjust", context)
+    return page_or_partial(request, "staff/adjust.html", "adjust", context)
 
 
 def _adjustments_on(day: dt.date, *, tz: zoneinfo.ZoneInfo, store: Store | None) -> "QuerySet[LedgerEntry]":
@@ -461,4 +450,4 @@ def adjustments(request: HttpRequest) -> HttpResponse:
     everyone = request.user.has_perm("rewards.change_programmerules")
     entries = list(_adjustments_on(day, tz=tz, store=None if everyone else request.store))  # type: ignore[attr-defined]
     context = {"form": form, "day": day, "today": today, "entries": entries, "everyone": everyone, "tz": tz}
-    return _counter_response(request, "staff/adjustments.html", "adjustments", context)
+    return page_or_partial(request, "staff/adjustments.html", "adjustments", context)
