@@ -1,9 +1,10 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
+from modeltranslation.admin import TranslationAdmin
 
 from members import services
-from members.models import ApiKey, ConsentRecord, Member, Notification, Store, User
+from members.models import ApiKey, Category, ConsentRecord, Member, Notification, Store, User
 
 
 @admin.register(User)
@@ -27,6 +28,14 @@ class StoreAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "timezone", "is_active"]
     list_filter = ["is_active", "timezone"]
     search_fields = ["code", "name", "address"]
+
+
+@admin.register(Category)
+class CategoryAdmin(TranslationAdmin):
+    list_display = ["code", "name", "position", "is_active"]
+    list_editable = ["position", "is_active"]
+    list_filter = ["is_active"]
+    search_fields = ["code", "name"]
 
 
 class ConsentRecordInline(admin.TabularInline):
@@ -60,12 +69,17 @@ class MemberAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     raw_id_fields = ["user"]
+    filter_horizontal = ["favourite_categories"]
     inlines = [ConsentRecordInline]
     fieldsets = [
         (None, {"fields": ["member_number", "card_code", "status"]}),
         (
             _("Contact"),
             {"fields": ["name", "phone", "email", "language", "birthday", "gender", "preferred_store", "external_ref", "user"]},
+        ),
+        (
+            _("Preferences"),
+            {"fields": ["favourite_categories"]},
         ),
         (_("Enrolment"), {"fields": ["enrolled_at", "enrolment_channel", "enrolled_store", "enrolled_by"]}),
         (_("Marketing consent"), {"fields": ["email_consent", "email_consent_at", "sms_consent", "sms_consent_at"]}),

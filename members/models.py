@@ -80,6 +80,25 @@ class Store(models.Model):
         return f"{self.name} ({self.code})"
 
 
+class Category(models.Model):
+    """A kind of product the merchant sells, that members may name as a favourite and offers may target."""
+
+    code = models.SlugField(
+        _("code"), max_length=50, unique=True, help_text=_("As the tills send it on receipt lines, e.g. “coffee”.")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    position = models.PositiveSmallIntegerField(_("position"), default=0, help_text=_("Lower comes first on the profile page."))
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        ordering = ["position", "code"]
+        verbose_name = _("product category")
+        verbose_name_plural = _("product categories")
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class MemberQuerySet(models.QuerySet["Member"]):
     def active(self) -> "MemberQuerySet":
         return self.filter(status=Member.Status.ACTIVE)
@@ -150,6 +169,9 @@ class Member(models.Model):
     preferred_store = models.ForeignKey(
         Store, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("preferred store")
     )
+    favourite_categories = models.ManyToManyField(
+        Category, blank=True, related_name="fans", verbose_name=_("favourite categories")
+    )
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ACTIVE)
     enrolled_at = models.DateTimeField(_("enrolled at"), default=timezone.now)
     enrolment_channel = models.CharField(_("enrolled via"), max_length=10, choices=Channel.choices)
@@ -172,7 +194,11 @@ class Member(models.Model):
         verbose_name = _("member")
         verbose_name_plural = _("members")
         constraints = [
-            models.CheckConstraint(condition=models.Q(phone__isnull=False) | ~models.Q(email=""), name="member_phone_or_email"),
+            # A closed membership keeps neither: its contact details are erased.
+            models.CheckConstraint(
+                condition=models.Q(phone__isnull=False) | ~models.Q(email="") | models.Q(status=MemberStatus.CLOSED),
+                name="member_phone_or_email",
+            ),
             models.UniqueConstraint(Lower("email"), condition=~models.Q(email=""), name="member_email_ci_unique"),
             models.UniqueConstraint(
                 fields=["external_ref"], condition=~models.Q(external_ref=""), name="member_external_ref_unique"

@@ -21,7 +21,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from members import access, services
-from members.models import Member, Notification, Store
+from members.models import Category, Member, Notification, Store
 from members.notifications import notification_mark_read
 from members.pages import ServiceForm, page_or_partial
 
@@ -57,6 +57,13 @@ class ProfileForm(PortalForm):
         required=False,
         empty_label=gettext_lazy("No preference"),
     )
+    favourite_categories = forms.ModelMultipleChoiceField(
+        label=gettext_lazy("Favourite categories"),
+        queryset=Category.objects.filter(is_active=True),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=gettext_lazy("So our offers are about what you like."),
+    )
     language = forms.ChoiceField(label=gettext_lazy("Language"), choices=Member.Language.choices)
     sms_consent = forms.BooleanField(
         label=gettext_lazy("Offers by SMS"), required=False, help_text=gettext_lazy("Marketing by text message.")
@@ -70,6 +77,7 @@ class ProfileForm(PortalForm):
             "name": member.name,
             "birthday": member.birthday,
             "preferred_store": member.preferred_store_id,
+            "favourite_categories": list(member.favourite_categories.all()),
             "language": member.language,
             "sms_consent": member.sms_consent,
             "email_consent": member.email_consent,
@@ -77,6 +85,8 @@ class ProfileForm(PortalForm):
         super().__init__(*args, **kwargs)
         if member.birthday is not None:  # shown read-only: only staff correct a birthday
             del self.fields["birthday"]
+        if not self.fields["favourite_categories"].queryset.exists():  # type: ignore[attr-defined]
+            del self.fields["favourite_categories"]
 
 
 class PhoneForm(PortalForm):
@@ -134,7 +144,7 @@ def _profile_context(
 @require_http_methods(["GET", "POST"])
 @access.member_view
 def profile(request: HttpRequest) -> HttpResponse:
-    """Show and save the member's name, birthday (once), preferred store, language and marketing consent."""
+    """Show and save the member's name, birthday (once), preferred store, favourite categories, language and consent."""
     member = request.member  # type: ignore[attr-defined]
     form = ProfileForm(request.POST if request.method == "POST" else None, member=member)
     if request.method == "POST" and form.is_valid():
@@ -145,6 +155,7 @@ def profile(request: HttpRequest) -> HttpResponse:
                 name=data["name"],
                 birthday=data.get("birthday"),
                 preferred_store=data["preferred_store"],
+                favourite_categories=data.get("favourite_categories"),
                 language=data["language"],
                 sms_consent=data["sms_consent"],
                 email_consent=data["email_consent"],

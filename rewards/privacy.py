@@ -50,6 +50,7 @@ def _profile(member: Member) -> tuple[list[str], list[dict[str, object]]]:
         "gender",
         "language",
         "preferred_store",
+        "favourite_categories",
         "status",
         "enrolled_at",
         "enrolment_channel",
@@ -64,6 +65,7 @@ def _profile(member: Member) -> tuple[list[str], list[dict[str, object]]]:
     row = {field: getattr(member, field) for field in fields[:-1]}
     row.update(
         preferred_store=member.preferred_store.name if member.preferred_store else None,
+        favourite_categories=", ".join(category.code for category in member.favourite_categories.all()),
         enrolled_store=member.enrolled_store.name if member.enrolled_store else None,
         login_email=member.user.email if member.user else None,
     )

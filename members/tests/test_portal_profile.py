@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from members import services
 from members.context_processors import inbox as inbox_context
-from members.models import ConsentRecord, Member, Notification
+from members.models import Category, ConsentRecord, Member, Notification
 from members.notifications import notify
 from members.portal_views import PHONE_CHALLENGE
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
@@ -206,13 +206,91 @@ def test_the_service_refuses_changing_a_set_birthday_or_one_in_the_future(mine):
     assert not ConsentRecord.objects.filter(member=mine).exists()
 
 
+def categories():
+    """Return the merchant's categories as the admin would set them up: a retired one is never offered."""
+    coffee = Category.objects.create(code="coffee", name_en="Coffee", name_zh_hant="咖啡", position=1)
+    tea = Category.objects.create(code="tea", name_en="Tea", name_zh_hant="茶飲", position=2)
+    retired = Category.objects.create(code="juice", name_en="Juice", is_active=False)
+    return coffee, tea, retired
+
+
+def test_favourite_categories_are_offered_in_the_members_language_and_saved(portal, mine):
+    coffee, tea, _retired = categories()
+    mine.favourite_categories.add(tea)
+
+    page = portal.get(PROFILE).content.decode()
+    response = portal.post(PROFILE, {**profile_data(), "favourite_categories": [coffee.pk]})
+    portal.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hant"
+    translated = portal.get(PROFILE).content.decode()
+
+    assert "Favourite categories" in page
+    assert re.search(rf'value="{tea.pk}"[^>]*checked', page)
+    assert not re.search(rf'value="{coffee.pk}"[^>]*checked', page)
+    assert "Juice" not in page
+    assert response.status_code == 302
+    assert list(mine.favourite_categories.all()) == [coffee]
+    assert "茶飲" in translated
+
+
+def test_unticking_every_category_clears_them_and_a_retired_one_is_refused(portal, mine):
+    coffee, tea, retired = categories()
+    mine.favourite_categories.add(coffee, tea)
+
+    refused = portal.post(PROFILE, {**profile_data(name="Changed"), "favourite_categories": [retired.pk]})
+    kept = list(mine.favourite_categories.order_by("position"))
+    cleared = portal.post(PROFILE, profile_data())
+
+    assert refused.status_code == 200
+    assert "Please check the form" in refused.content.decode()
+    assert kept == [coffee, tea]
+    mine.refresh_from_db()
+    assert cleared.status_code == 302
+    assert mine.name == "Mei Lin"
+    assert not mine.favourite_categories.exists()
+
+
+def test_the_service_refuses_a_retired_category_and_saves_nothing(mine):
+    coffee, _tea, retired = categories()
+
+    with pytest.raises(ValidationError) as refused:
+        services.member_profile_update(
+            member=mine,
+            name="Someone",
+            language="en",
+            preferred_store=None,
+            email_consent=False,
+            sms_consent=False,
+            favourite_categories=[coffee, retired],
+        )
+
+    assert "favourite_categories" in refused.value.message_dict
+    mine.refresh_from_db()
+    assert mine.name == "Mei"
+    assert not mine.favourite_categories.exists()
+
+
+def test_without_categories_set_up_the_profile_asks_for_none_and_keeps_what_it_has(portal, mine):
+    coffee, _tea, _retired = categories()
+    mine.favourite_categories.add(coffee)
+    Category.objects.update(is_active=False)
+
+    page = portal.get(PROFILE).content.decode()
+    portal.post(PROFILE, profile_data())
+
+    assert "Favourite categories" not in page
+    assert list(mine.favourite_categories.all()) == [coffee]
+
+
 def test_the_profile_page_reads_a_fixed_number_of_queries(portal, mine):
     StoreFactory.create_batch(5, is_active=True)
+    coffee, tea, _retired = categories()
+    mine.favourite_categories.add(coffee, tea)
     with CaptureQueriesContext(connection) as queries:
         assert portal.get(PROFILE).status_code == 200
 
-    # session, user, member, stores for the select, unread count
-    assert len(queries) <= 6, [q["sql"] for q in queries]
+    # session, user, terms accepted, member, stores for the select, categories offered (is there one, then the list),
+    # the member's favourites, unread count
+    assert len(queries) <= 9, "\n".join(q["sql"][:120] for q in queries)
 
 
 # --- the phone number, re-verified by a code ---------------------------------------------------

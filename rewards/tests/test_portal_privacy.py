@@ -16,10 +16,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from members import services as member_services
-from members.models import ConsentRecord, IdempotentRequest, Member, Notification, User
+from members.models import Category, ConsentRecord, IdempotentRequest, Member, Notification, User
 from members.notifications import notify
 from members.tests.factories import MemberFactory, UserFactory
 from rewards import catalog, services
+from rewards.explanations import explain
 from rewards.models import LedgerEntry, PointsAccount, ProgrammeRules, Purchase, Redemption, Reward, TermsVersion, Voucher
 from rewards.privacy import member_account_close, member_data_export
 from rewards.selectors import ledger_drift
@@ -53,6 +54,7 @@ def mine(rules, user, store):
         user=user,
     )
     Member.objects.filter(pk=member.pk).update(notes="oat milk, no sugar")
+    member.favourite_categories.add(Category.objects.create(code="tea", name_en="Tea"))
     EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     terms = TermsVersion.objects.create(programme=rules.programme, version="2026.1", published_at=timezone.now())
     services.terms_accept(member=member, channel=Member.Channel.ONLINE, terms=terms)
@@ -144,6 +146,7 @@ def test_the_download_holds_all_my_data_as_json_and_csv_and_nothing_of_anyone_el
     assert data["profile"]["name"] == "Mei Lin"
     assert data["profile"]["phone"] == "+8613800007777"
     assert data["profile"]["birthday"] == "1990-05-04"
+    assert data["profile"]["favourite_categories"] == "tea"
     assert "notes" not in data["profile"]  # staff notes are never shown to the member
     assert [p["receipt_number"] for p in data["purchases"]] == ["R-1", "R-2"]
     assert data["returns"][0]["return_number"] == "X-1"
@@ -250,7 +253,8 @@ def test_closing_my_account_erases_me_keeps_the_books_and_ends_the_login(portal,
     mine.refresh_from_db()
     assert mine.status == Member.Status.CLOSED
     assert (mine.name, mine.phone, mine.birthday, mine.notes, mine.external_ref) == ("", None, None, "", "")
-    assert mine.email.endswith("@closed.invalid")
+    assert mine.email == ""
+    assert not mine.favourite_categories.exists()
     assert mine.card_code != old_card
     assert not Notification.objects.filter(member=mine).exists()
     assert (mine.email_consent, mine.sms_consent) == (False, False)
@@ -260,6 +264,7 @@ def test_closing_my_account_erases_me_keeps_the_books_and_ends_the_login(portal,
     assert Purchase.objects.filter(member=mine).count() == 2
     entry = LedgerEntry.objects.get(account_id=mine.pk, kind=LedgerEntry.Kind.ADJUSTMENT)
     assert (entry.points, entry.reason, entry.actor) == (-forfeited, "Account closed", None)
+    assert explain(entry) == f"Forfeited when the account was closed: {forfeited:,} pts"
     account.refresh_from_db()
     assert (account.available, account.pending) == (0, 0)
     assert ledger_drift() == []

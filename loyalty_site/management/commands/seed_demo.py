@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from members import services as member_services
-from members.models import Member, Store, User
+from members.models import Category, Member, Store, User
 from rewards import catalog
 from rewards import services as reward_services
 from rewards.models import Programme, ProgrammeRules, Reward, StampProgramme, TermsText, TermsVersion, Tier
@@ -48,6 +48,14 @@ TIERS = [
     ("silver", 1, ("Silver", "银卡", "銀卡", "실버"), 500, 400, "1.25", 50, False),
     ("gold", 2, ("Gold", "金卡", "金卡", "골드"), 1500, 1200, "1.5", 150, False),
     ("black", 3, ("Black", "黑卡", "黑卡", "블랙"), 999999, 0, "2", 300, True),
+]
+# (code as on receipt lines, names en/zh-hans/zh-hant/ko): what members may pick as favourites
+CATEGORIES = [
+    ("coffee", ("Coffee", "咖啡", "咖啡", "커피")),
+    ("tea", ("Tea", "茶饮", "茶飲", "차")),
+    ("pastry", ("Pastries and cakes", "烘焙甜点", "烘焙甜點", "베이커리")),
+    ("beans", ("Beans to brew at home", "咖啡豆", "咖啡豆", "원두")),
+    ("merchandise", ("Mugs and gear", "杯具周边", "杯具周邊", "머그와 굿즈")),
 ]
 # (kind, titles en/zh-hans/zh-hant/ko, points, value, lowest tier, stock)
 REWARDS = [
@@ -112,6 +120,8 @@ class Command(BaseCommand):
             TermsText.objects.bulk_create(TermsText(terms=terms, language=lang, body=body) for lang, body in TERMS.items())
 
     def _catalog(self) -> None:
+        for position, (code, names) in enumerate(CATEGORIES):
+            Category.objects.get_or_create(code=code, defaults={"position": position, **_translated("name", names)})
         programme = Programme.objects.get()
         tiers = {}
         for code, rank, names, reach, keep, multiplier, birthday, invited in TIERS:
