@@ -1,11 +1,20 @@
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.utils.translation import gettext as _
 from django.views import defaults
 
+from members import access
+
 
 def home(request: HttpRequest) -> HttpResponse:
+    """Send a signed-in person where they work or where their points are; show everyone else the welcome."""
+    if request.user.is_authenticated and not request.user.is_staff:
+        return redirect("portal:home")
+    if request.user.is_authenticated:
+        # Head office (no store to work a shift in) goes to the administration, where its work is.
+        return redirect("staff:find" if access.staff_stores(request.user).exists() else "admin:index")
     return TemplateResponse(request, "home.html")
 
 

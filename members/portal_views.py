@@ -169,16 +169,7 @@ def profile(request: HttpRequest) -> HttpResponse:
             translation.activate(member.language)
             messages.success(request, _("Your profile is saved."))
             response = redirect("portal:profile")
-            response.set_cookie(
-                settings.LANGUAGE_COOKIE_NAME,
-                member.language,
-                max_age=settings.LANGUAGE_COOKIE_AGE,
-                path=settings.LANGUAGE_COOKIE_PATH,
-                domain=settings.LANGUAGE_COOKIE_DOMAIN,
-                secure=settings.LANGUAGE_COOKIE_SECURE,
-                httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
-                samesite=settings.LANGUAGE_COOKIE_SAMESITE,
-            )
+            access.language_remember(response, member.language)
             return response
     return page_or_partial(request, "portal/profile.html", "profile-form", _profile_context(request, form=form))
 

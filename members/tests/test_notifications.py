@@ -93,7 +93,8 @@ def test_a_message_is_written_in_the_members_language(test_templates, language, 
 
 @pytest.mark.django_db
 def test_the_real_templates_render_in_each_language():
-    written = [("en", "1,200", "June 30, 2026"), ("ko", "1,200", "2026년 6월 30일"), ("zh-hans", "1200", "2026年6月30日")]
+    # Thousands grouped as on every page, in every language (Django's Simplified Chinese format would write 1200).
+    written = [("en", "1,200", "June 30, 2026"), ("ko", "1,200", "2026년 6월 30일"), ("zh-hans", "1,200", "2026年6月30日")]
     for language, points, date in written:
         member = MemberFactory(language=language)
         message = notify(

@@ -541,3 +541,39 @@ def test_no_count_for_anonymous_visitors_nor_for_a_closed_membership(user, mine)
 
     assert inbox_context(anonymous) == {}
     assert str(inbox_context(request)["inbox_unread"]) == "0"
+
+
+# --- logging in ---------------------------------------------------------------------------------
+
+
+def test_logging_in_switches_to_the_language_of_the_members_profile_and_lands_on_the_portal(client, user, mine):
+    from allauth.account.models import EmailAddress
+
+    from conftest_e2e import STAFF_PASSWORD
+
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    Member.objects.filter(pk=mine.pk).update(language="ko")
+
+    response = client.post(reverse("account_login"), {"login": user.email, "password": STAFF_PASSWORD})
+    landing = client.get(response["Location"])
+
+    assert response.status_code == 302
+    assert response.cookies[settings.LANGUAGE_COOKIE_NAME].value == "ko"
+    assert landing.status_code == 302
+    assert landing["Location"] == reverse("portal:home")
+
+
+def test_staff_land_on_the_counter_and_visitors_on_the_welcome_page(client, cashier):
+    welcome = client.get(reverse("home"))
+    client.force_login(cashier)
+    staff = client.get(reverse("home"))
+
+    assert welcome.status_code == 200
+    assert staff["Location"] == reverse("staff:find")
+    assert settings.LANGUAGE_COOKIE_NAME not in staff.cookies
+
+
+def test_head_office_staff_without_a_store_land_on_the_administration(client, roles):
+    client.force_login(UserFactory(role="Marketer"))
+
+    assert client.get(reverse("home"))["Location"] == reverse("admin:index")

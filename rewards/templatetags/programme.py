@@ -35,6 +35,12 @@ def money(amount: Decimal | str | int | None) -> str:
 
 
 @register.filter
+def grouped(value: int | None) -> str:
+    """Write a whole number with thousands grouped as every page does (1,200), whatever the locale's own setting."""
+    return "" if value is None else f"{int(value):,}"
+
+
+@register.filter
 def points(value: int | None) -> str:
     """Write a number of points as the reader says it: 1 pt, 1,200 pts."""
     return "" if value is None else points_text(int(value))

@@ -8,6 +8,7 @@ import time_machine
 from django import forms
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.formats import date_format
 
 from members.models import Member, Notification
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
@@ -434,7 +435,7 @@ def expiring_tomorrow(store, member, amount: str) -> PointsLot:
 
 
 def earned_on(lot: PointsLot, rules: ProgrammeRules) -> str:
-    return lot.earned_at.astimezone(rules.programme.tz).strftime("%Y-%m-%d")
+    return date_format(lot.earned_at.astimezone(rules.programme.tz).date(), "DATE_FORMAT")
 
 
 def test_redeeming_and_cancelling_does_not_extend_the_validity_of_points(rules, store, member):

@@ -34,7 +34,7 @@ OLD-2,,kim@example.com,김민준,,0,
     assert (str(mei.phone), mei.email, mei.enrolment_channel) == ("+8613800138000", "mei@example.com", "import")
     entry = LedgerEntry.objects.get(kind="opening")
     assert entry.points == 120
-    assert entry.explanation == "Opening balance brought over from your previous card, earned on 2026-10-01"
+    assert entry.explanation == "Opening balance brought over from your previous card, earned on Oct. 1, 2026"
     assert entry.lot.expires_at.astimezone(rules.programme.tz).date().isoformat() == "2027-10-02"
 
     out = run(tmp_path, body)
