@@ -4,6 +4,7 @@ from django.urls import path
 
 from members import converters  # noqa: F401 - registers voucher_code
 from members import portal_views as member_views
+from referrals import portal_views as referral_views
 from rewards import portal_views as reward_views
 
 app_name = "portal"
@@ -27,4 +28,6 @@ urlpatterns = [
     path("privacy/", reward_views.privacy, name="privacy"),
     path("privacy/export/", reward_views.privacy_export, name="privacy_export"),
     path("privacy/close/", reward_views.privacy_close, name="privacy_close"),
+    path("invite/", referral_views.invite, name="invite"),
+    path("invite/shared/", referral_views.invite_shared, name="invite_shared"),
 ]

@@ -307,6 +307,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rewards.tasks.remind_vouchers",
         "schedule": crontab(minute="30", hour="10"),
     },
+    # Referrals: friends who never qualified expire, and rewards come out of their hold, once an hour.
+    "referrals: expire unqualified": {
+        "task": "referrals.tasks.expire_referrals",
+        "schedule": crontab(minute="20", hour="*"),
+    },
+    "referrals: end holds": {
+        "task": "referrals.tasks.reward_referrals",
+        "schedule": crontab(minute="25", hour="*"),
+    },
     "members: queue lost deliveries again": {
         "task": "rewards.tasks.requeue_notifications",
         "schedule": crontab(minute="*/10"),

@@ -1,9 +1,10 @@
-"""The staff counter under /staff/: member pages from `members`, points pages from `rewards`."""
+"""The staff counter under /staff/: member pages from `members`, points pages from `rewards`, referrals from `referrals`."""
 
 from django.urls import path
 
 from members import converters  # noqa: F401 - registers member_number
 from members import staff_views as member_views
+from referrals import staff_views as referral_views
 from rewards import staff_views as reward_views
 
 app_name = "staff"
@@ -25,4 +26,6 @@ urlpatterns = [
     path("members/<member_number:member_number>/adjust/", reward_views.member_adjust, name="member_adjust"),
     path("vouchers/", reward_views.voucher_check, name="vouchers"),
     path("adjustments/", reward_views.adjustments, name="adjustments"),
+    path("referrals/", referral_views.referrals_overview, name="referrals"),
+    path("referrals/<int:referral_id>/", referral_views.referral_detail, name="referral"),
 ]

@@ -307,6 +307,7 @@ class NotificationKind(models.TextChoices):
     BIRTHDAY_BONUS = "birthday_bonus", _("Birthday bonus")
     VOUCHER_ISSUED = "voucher_issued", _("Voucher issued")
     VOUCHER_EXPIRING = "voucher_expiring", _("Voucher expiring soon")
+    REFERRAL_REWARD = "referral_reward", _("Referral reward")
 
 
 class DeliveryStatus(models.TextChoices):

@@ -18,7 +18,7 @@ from django.utils import timezone, translation
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
-from members import notifications
+from members import hooks, notifications
 from members.models import ApiKey, Category, ConsentRecord, IdempotentRequest, Member, Store, User, new_card_code
 
 EMAIL_LENGTH = 254
@@ -102,8 +102,14 @@ def member_enrol(
     sms_consent: bool = False,
     enrolled_at: dt.datetime | None = None,
     user: User | None = None,
+    referral_code: str = "",
+    ip: str | None = None,
+    device: str = "",
 ) -> Member:
-    """Enrol a new member with at least a phone number or an e-mail address; `user` is their login, if any."""
+    """Enrol a new member with at least a phone number or an e-mail address; `user` is their login, if any.
+
+    `referral_code`, `ip` and `device` are passed on to the enrolment hooks (referrals).
+    """
     phone_e164 = phone_normalise(phone) if phone.strip() else None
     email = email_normalise(email) if email.strip() else ""
     if phone_e164 is None and not email:
@@ -147,6 +153,7 @@ def member_enrol(
     for channel_name, granted in (("email", email_consent), ("sms", sms_consent)):
         if granted:
             member_consent_set(member=member, channel=channel_name, granted=True, source=channel, by=by)
+    hooks.member_enrolled(hooks.MemberEnrolled(member=member, referral_code=referral_code.strip(), ip=ip, device=device, by=by))
     return member
 
 
@@ -307,6 +314,12 @@ def member_profile_update(
     if favourite_categories is not None:
         member.favourite_categories.set(favourite_categories)
     return member
+
+
+def fingerprint_digest(kind: str, raw: str) -> str:
+    """Return a keyed hash of a device or payment fingerprint ("" for none): comparable, never reversible."""
+    raw = raw.strip()
+    return salted_hmac(f"members.fingerprint.{kind}", raw).hexdigest() if raw else ""
 
 
 def _phone_code_digest(member: Member, phone: str, code: str) -> str:

@@ -28,6 +28,7 @@ CREATE TEMP TABLE bulk_sale (
     gross numeric NOT NULL, discount numeric NOT NULL, tax numeric NOT NULL, net numeric NOT NULL,
     occurred_at timestamptz NOT NULL, rules_id bigint NOT NULL, earn_base numeric NOT NULL, points bigint NOT NULL,
     fingerprint text NOT NULL, available_at timestamptz NOT NULL, expires_at timestamptz, detail jsonb NOT NULL,
+    payment_fingerprint text NOT NULL,
     purchase_id bigint, created boolean NOT NULL DEFAULT false, conflict boolean NOT NULL DEFAULT false
 ) ON COMMIT DROP;
 CREATE TEMP TABLE bulk_line (
@@ -46,16 +47,16 @@ CREATE TEMP TABLE bulk_credit (
 """
 SALE_COLUMNS = (
     "ord, first_of_key, store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, "
-    "rules_id, earn_base, points, fingerprint, available_at, expires_at, detail"
+    "rules_id, earn_base, points, fingerprint, available_at, expires_at, detail, payment_fingerprint"
 )
 
 INSERT_PURCHASES = """
 WITH inserted AS (
     INSERT INTO rewards_purchase
         (store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, recorded_at,
-         recorded_by_id, recorded_via, rules_id, earn_base, points_earned, claimed_at, fingerprint)
+         recorded_by_id, recorded_via, rules_id, earn_base, points_earned, claimed_at, fingerprint, payment_fingerprint)
     SELECT store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, %(now)s,
-           %(by)s, %(via)s, rules_id, earn_base, points, NULL, fingerprint
+           %(by)s, %(via)s, rules_id, earn_base, points, NULL, fingerprint, payment_fingerprint
     FROM bulk_sale WHERE first_of_key
     -- One order for every writer, so overlapping batches never wait on each other in a cycle.
     ORDER BY store_id, receipt_number
@@ -175,7 +176,7 @@ SELECT s.ord, s.first_of_key, s.store_id, s.receipt_number, s.member_id, 'import
     + tiers.TIER_NAMES_SQL
     + """)
                ELSE '{}'::jsonb END,
-       NULL, false, false
+       '', NULL, false, false
 FROM sale_source s
 JOIN members_store st ON st.id = s.store_id
 -- The rules in force when it happened; before the first version, the first.
@@ -271,6 +272,7 @@ def _sale_rows(sales: Sequence[PurchaseInput], now: dt.datetime, by: User | None
                 available_at,
                 expires_at,
                 json.dumps(services.earn_detail(purchase, tier)),
+                purchase.payment_fingerprint,
             )
         )
         seen.add(key)

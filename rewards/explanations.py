@@ -4,9 +4,11 @@ Entries store the figures (`LedgerEntry.detail`); the sentence is written when i
 so a member who switches language sees their whole history in the new one.
 """
 
+import datetime as dt
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from django.utils.formats import date_format
 from django.utils.translation import get_language, ngettext
 from django.utils.translation import gettext as _
 
@@ -64,10 +66,15 @@ def _clawback(entry: "LedgerEntry", d: dict) -> str:
     return text
 
 
+def day_text(iso_date: str) -> str:
+    """Write a stored day (YYYY-MM-DD) as the reader's language writes dates."""
+    return date_format(dt.date.fromisoformat(iso_date), "DATE_FORMAT")
+
+
 def _expire(entry: "LedgerEntry", d: dict) -> str:
     return _("%(points)s earned on %(earned_on)s reached the end of their validity") % {
         "points": points_text(-entry.points),
-        "earned_on": d["earned_on"],
+        "earned_on": day_text(d["earned_on"]),
     }
 
 
@@ -81,6 +88,17 @@ def _birthday(entry: "LedgerEntry", d: dict) -> str:
     return _("Happy birthday! Your %(year)s birthday bonus: %(points)s") % values
 
 
+def _referral(entry: "LedgerEntry", d: dict) -> str:
+    values = {"name": d.get("name", ""), "points": points_text(entry.points)}
+    if entry.kind == entry.Kind.WITHDRAWAL:
+        if d.get("why") == "returned":
+            return _("Referral reward withdrawn: the qualifying purchase was returned (%(points)s)") % values
+        return _("Referral reward withdrawn after our review (%(points)s)") % values
+    if d.get("role") == "referrer":
+        return _("Thank you for inviting %(name)s, who joined and made a first purchase: %(points)s") % values
+    return _("Welcome reward for joining with %(name)s's invitation: %(points)s") % values
+
+
 def explain(entry: "LedgerEntry") -> str:
     """Write the member-facing sentence for a ledger entry."""
     d = entry.detail or {}
@@ -92,13 +110,17 @@ def explain(entry: "LedgerEntry") -> str:
     if entry.kind == kind.EXPIRE and "earned_on" in d:
         return _expire(entry, d)
     if entry.kind == kind.OPENING and "earned_on" in d:
-        return _("Opening balance brought over from your previous card, earned on %(earned_on)s") % {"earned_on": d["earned_on"]}
+        return _("Opening balance brought over from your previous card, earned on %(earned_on)s") % {
+            "earned_on": day_text(d["earned_on"])
+        }
     if entry.kind == kind.ADJUSTMENT and d.get("why") == "account_closed":
         return _("Forfeited when the account was closed: %(points)s") % {"points": points_text(-entry.points)}
     if entry.kind == kind.ADJUSTMENT:
         return _("Adjusted by our staff: %(reason)s") % {"reason": entry.reason}
     if entry.kind == kind.BONUS and "birthday" in d:
         return _birthday(entry, d)
+    if entry.kind in (kind.REFERRAL, kind.WITHDRAWAL) and "referral" in d:
+        return _referral(entry, d)
     if entry.kind in (kind.SPEND, kind.REVERSAL) and "redemption" in d:
         return _redemption(entry, d)
     return entry.reason or str(entry.get_kind_display())

@@ -334,6 +334,8 @@ class Purchase(models.Model):
     fingerprint = models.CharField(
         max_length=64, editable=False, help_text="Hash of the request, to tell a replay from a conflict."
     )
+    # A keyed hash of the card token the till may send: tells one person's two accounts apart from friends.
+    payment_fingerprint = models.CharField(max_length=64, blank=True, default="", db_default="", editable=False)
 
     class Meta:
         ordering = ["-occurred_at"]
@@ -495,6 +497,7 @@ class EntryKind(models.TextChoices):
     CLAWBACK = "clawback", _("Return")
     EXPIRE = "expire", _("Expired")
     REVERSAL = "reversal", _("Reversal")
+    WITHDRAWAL = "withdrawal", _("Withdrawn")  # granted points taken back while still pending
 
 
 class LedgerEntry(models.Model):
@@ -534,7 +537,8 @@ class LedgerEntry(models.Model):
                 name="entry_credit_positive",
             ),
             models.CheckConstraint(
-                condition=~Q(kind__in=["spend", "clawback", "expire"]) | Q(points__lt=0), name="entry_debit_negative"
+                condition=~Q(kind__in=["spend", "clawback", "expire", "withdrawal"]) | Q(points__lt=0),
+                name="entry_debit_negative",
             ),
             models.UniqueConstraint(fields=["purchase"], condition=Q(kind="earn"), name="entry_one_earn_per_purchase"),
             models.UniqueConstraint(fields=["return_record"], condition=Q(kind="clawback"), name="entry_one_clawback_per_return"),

@@ -31,6 +31,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from members import access, claims
 from members import services as member_services
+from members.middleware import REFERRAL_CODE
 from members.models import Member
 from members.pages import wants_fragment
 from rewards import catalog, selectors, services, stamps, tiers
@@ -52,17 +53,21 @@ class JoinForm(forms.Form):
     phone = forms.CharField(
         label=_("Mobile phone"), required=False, max_length=32, help_text=_("Optional: staff can then find you by it.")
     )
+    # Shown only while the programme takes referrals ({% referrals_active %}); an empty one is ignored.
+    referral_code = forms.CharField(
+        label=_("Referral code"), required=False, max_length=32, help_text=_("From a friend's invitation, if you have one.")
+    )
     accept_terms = forms.BooleanField(label=_("I accept the programme's terms and conditions"))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def join(request: HttpRequest) -> HttpResponse:
-    """Join the programme with the account just made: accept the current terms, optionally give a phone."""
+    """Join the programme with the account just made: accept the current terms, optionally give a phone and a friend's code."""
     if Member.objects.filter(user=request.user).exists():
         return redirect("portal:home")
     terms = services.terms_current()
-    form = JoinForm(request.POST or None)
+    form = JoinForm(request.POST or None, initial={"referral_code": request.session.get(REFERRAL_CODE, "")})
     if request.method == "POST" and form.is_valid() and terms is not None:
         try:
             with transaction.atomic():
@@ -72,14 +77,18 @@ def join(request: HttpRequest) -> HttpResponse:
                     phone=form.cleaned_data["phone"],
                     language=translation.get_language() or Member.Language.ENGLISH,
                     user=request.user,  # type: ignore[arg-type]
+                    referral_code=form.cleaned_data["referral_code"],
+                    ip=access.client_ip(request),
+                    device=access.device_id(request),
                 )
                 services.terms_accept(member=member, channel=Member.Channel.ONLINE, terms=terms)
         except ValidationError as error:
             for field, messages in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, messages)
         else:
+            request.session.pop(REFERRAL_CODE, None)
             return redirect("portal:home")
-    return TemplateResponse(request, "portal/join.html", {"form": form, "terms": terms})
+    return TemplateResponse(request, "portal/join.html", {"form": form, "terms": terms, "terms_text": _terms_text(terms)})
 
 
 # --- the digital card ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from members.models import Member, Store, User
+from members.services import fingerprint_digest
 from rewards import hooks, tiers
 from rewards.models import (
     LedgerEntry,
@@ -208,6 +209,11 @@ def _account_locked(member: Member) -> PointsAccount:
     return account
 
 
+def account_lock(member: Member) -> None:
+    """Lock the member's points account, as every writer does first, before taking other locks in the fixed order."""
+    _account_locked(member)
+
+
 def _account_settled(member: Member, now: dt.datetime) -> PointsAccount:
     """Lock the account and bring its lots up to date before points leave it.
 
@@ -274,10 +280,13 @@ def _credit(
     rules: ProgrammeRules,
     now: dt.datetime,
     return_window: bool = False,
+    hold_until: dt.datetime | None = None,
     purchase: Purchase | None = None,
     **entry_fields: object,
 ) -> LedgerEntry:
     available_at, expires_at = rules.lot_dates(earned_at, return_window=return_window)
+    if hold_until is not None:  # held by the rule that gave them, never past their expiry
+        available_at = min(hold_until, expires_at) if expires_at else hold_until
     pending = available_at > now
     lot = PointsLot.objects.create(
         account=account,
@@ -404,6 +413,7 @@ class PurchaseInput:
     channel: str
     member: Member | None
     lines: tuple[LineInput, ...]
+    payment_fingerprint: str = ""
 
     @property
     def net(self) -> Decimal:
@@ -436,9 +446,13 @@ def purchase_input(
     channel: str = Purchase.Channel.STORE,
     member: Member | None = None,
     lines: Sequence[LineInput] = (),
+    payment_fingerprint: str = "",
     now: dt.datetime | None = None,
 ) -> PurchaseInput:
-    """Validate a sale; raise ValidationError naming every field at fault."""
+    """Validate a sale; raise ValidationError naming every field at fault.
+
+    `payment_fingerprint` is the till's opaque token for the card paid with; only its keyed hash is kept.
+    """
     now = now or timezone.now()
     errors: dict[str, str] = {}
     receipt_number = _receipt(receipt_number, "receipt_number", errors)
@@ -482,6 +496,7 @@ def purchase_input(
         channel=channel,
         member=member,
         lines=tuple(lines),
+        payment_fingerprint=fingerprint_digest("payment", payment_fingerprint),
     )
 
 
@@ -507,6 +522,7 @@ def unsaved_purchase(
         earn_base=earn_base,
         points_earned=max(points, 0),
         fingerprint=data.fingerprint,
+        payment_fingerprint=data.payment_fingerprint,
     )
 
 
@@ -871,6 +887,88 @@ def points_adjust(*, member: Member, points: int, reason: str, by: User, idempot
             needed=-points - account.available,
         )
     return _debit(account, points=-points, kind=LedgerEntry.Kind.ADJUSTMENT, now=now, **fields)
+
+
+# --- points a programme rule gives (referrals, campaigns) ---------------------------------
+
+GRANT_KINDS = (LedgerEntry.Kind.BONUS, LedgerEntry.Kind.REFERRAL)
+
+
+@transaction.atomic
+def points_grant(
+    *,
+    member: Member,
+    points: int,
+    kind: str,
+    idempotency_key: str,
+    detail: dict[str, object],
+    reason: str = "",
+    hold_until: dt.datetime | None = None,
+    by: User | None = None,
+) -> LedgerEntry:
+    """Give points a programme rule earned, pending until `hold_until` (if later than now); once per key.
+
+    The detail holds the figures the explanation is written from.
+    """
+    if kind not in GRANT_KINDS:
+        raise ValueError(f"points_grant gives {GRANT_KINDS}, not {kind!r}")
+    errors: dict[str, str] = {}
+    if not isinstance(points, int) or points <= 0:
+        errors["points"] = _("Enter a whole number of points above zero.")
+    _check_member(member, errors)
+    if errors:
+        raise ValidationError(errors)
+    now = timezone.now()
+    account = _account_settled(member, now)
+    if replay := _replayed(idempotency_key, account, points, kind):
+        return replay
+    return _credit(
+        account,
+        points=points,
+        kind=kind,
+        earned_at=now,
+        rules=rules_in_force(at=now),
+        now=now,
+        hold_until=hold_until,
+        reason=reason,
+        detail=detail,
+        actor=by,
+        idempotency_key=idempotency_key,
+    )
+
+
+@transaction.atomic
+def points_grant_cancel(
+    *, entry: LedgerEntry, idempotency_key: str, detail: dict[str, object], reason: str = "", by: User | None = None
+) -> LedgerEntry | None:
+    """Take back what is still pending of granted points, as a withdrawal; None when nothing is pending any more.
+
+    Points already released stay with the member: the hold is the window in which a grant can be undone.
+    """
+    if entry.kind not in GRANT_KINDS or entry.lot_id is None:
+        raise ValueError(f"entry {entry.pk} is not a grant")
+    now = timezone.now()
+    account = _account_settled(entry.account.member, now)
+    original = LedgerEntry.objects.filter(account=account, idempotency_key=idempotency_key).first()
+    if original is not None:
+        return original
+    lot = PointsLot.objects.get(pk=entry.lot_id)  # read under the account's lock, after settling released it or not
+    if lot.status != PointsLot.Status.PENDING or lot.remaining <= 0:
+        return None
+    withdrawal = LedgerEntry.objects.create(
+        account=account,
+        kind=LedgerEntry.Kind.WITHDRAWAL,
+        points=-lot.remaining,
+        occurred_at=now,
+        created_at=now,
+        reason=reason,
+        detail=detail,
+        actor=by,
+        idempotency_key=idempotency_key,
+    )
+    _take(account, [lot], lot.remaining, LotAllocation.Kind.CLAWBACK, withdrawal, now)
+    _save_account(account)
+    return withdrawal
 
 
 # --- the clock: set-based jobs, in chunks of accounts locked in id order ------------------

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from members.models import Store
-from members.staff_forms import CounterForm
+from members.staff_forms import CounterForm, MemberEnrolForm
 from rewards.models import ProgrammeRules, PurchaseLine, Reward, StampProgramme
 from rewards.services import MAX_QUANTITY, LineInput, RewardsError
 
@@ -40,6 +40,21 @@ def category_choices(store: Store) -> list[str]:
 def refusal(error: RewardsError) -> ValidationError:
     """Turn a rule's refusal into a form error on the field it names."""
     return ValidationError({error.field: error.message})
+
+
+class EnrolForm(MemberEnrolForm):
+    """Enrolment at the counter, with the code of the member who invited the customer (checked by the enrolment hook)."""
+
+    referral_code = forms.CharField(
+        label=_("Referral code"),
+        max_length=32,
+        required=False,
+        help_text=_("If a member invited the customer: their code, in any case, with or without dashes."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters", "spellcheck": "false"}),
+    )
+
+    def enrolment(self) -> dict[str, object]:
+        return {**super().enrolment(), "referral_code": self.cleaned_data["referral_code"]}
 
 
 def _amount_field(label: str, *, required: bool = True, minimum: str = "0.01", help_text: str = "") -> forms.DecimalField:

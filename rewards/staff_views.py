@@ -26,7 +26,6 @@ from members import access, notifications
 from members import services as member_services
 from members.models import Member, Store
 from members.pages import page_or_partial
-from members.staff_forms import MemberEnrolForm
 from rewards import catalog, selectors, services, staff_forms
 from rewards.explanations import points_text
 from rewards.models import LedgerEntry, Purchase, Reward
@@ -122,7 +121,7 @@ def _welcome_send(member: Member, *, claim_url: str) -> None:
 
 
 @transaction.atomic
-def _enrol(request: HttpRequest, form: MemberEnrolForm) -> Member:
+def _enrol(request: HttpRequest, form: staff_forms.EnrolForm) -> Member:
     member = member_services.member_enrol(
         channel=Member.Channel.COUNTER,
         store=request.store,  # type: ignore[attr-defined]
@@ -141,7 +140,7 @@ def _enrol(request: HttpRequest, form: MemberEnrolForm) -> Member:
 def member_enrol(request: HttpRequest) -> HttpResponse:
     """Enrol a customer at the counter by phone; a phone or e-mail already known links to that member."""
     access.access_permission(request.user, "members.add_member")  # type: ignore[arg-type]
-    form = MemberEnrolForm(request.POST if request.method == "POST" else None)
+    form = staff_forms.EnrolForm(request.POST if request.method == "POST" else None)
     duplicate = None
     if request.method == "POST" and form.is_valid():
         try:

@@ -103,6 +103,18 @@ class MemberCreateApi(APIView):
         external_ref = serializers.CharField(required=False, allow_blank=True, max_length=64)
         email_consent = serializers.BooleanField(required=False, default=False)
         sms_consent = serializers.BooleanField(required=False, default=False)
+        referral_code = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=32,
+            help_text="The code of the member who invited this one. A code nobody has is refused (422) and creates no member.",
+        )
+        device_fingerprint = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=256,
+            help_text="The till's or app's opaque fingerprint of the customer's device; only a keyed hash is kept.",
+        )
 
     @extend_schema(
         operation_id="members_create",
@@ -115,10 +127,12 @@ class MemberCreateApi(APIView):
         data.is_valid(raise_exception=True)
 
         def enrol() -> tuple[int, dict[str, object]]:
+            fields = dict(data.validated_data)  # type: ignore[arg-type]
             member = member_services.member_enrol(
                 channel=Member.Channel.API,
                 store=request.auth.store,
-                **data.validated_data,  # type: ignore[union-attr]
+                device=fields.pop("device_fingerprint", ""),
+                **fields,
             )
             return status.HTTP_201_CREATED, member_payload(member)
 

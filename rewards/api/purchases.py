@@ -79,6 +79,14 @@ class PurchaseInputSerializer(serializers.Serializer):
     occurred_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     channel = serializers.ChoiceField(choices=Purchase.Channel.choices, required=False, default=Purchase.Channel.STORE)
     lines = LineSerializer(many=True, required=False, default=list, max_length=500)
+    payment_fingerprint = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=200,
+        default="",
+        help_text="The payment terminal's token for the card used, if it gives one. Only a keyed hash is kept; "
+        "it guards referrals against one person with two accounts.",
+    )
 
 
 def member_or_error(member_number: str) -> Member | None:
@@ -102,6 +110,7 @@ def sale_arguments(data: dict, member: Member | None, request: Request) -> dict[
         "channel": data["channel"],
         "member": member,
         "lines": [services.LineInput(**line) for line in data["lines"]],
+        "payment_fingerprint": data.get("payment_fingerprint", ""),
     }
 
 

@@ -5,6 +5,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.utils import timezone
+from django.utils.formats import date_format
 
 from rewards import services, tasks
 from rewards.models import LedgerEntry, PointsLot, ProgrammeRules
@@ -71,7 +72,7 @@ def test_expiry_writes_one_explained_entry_per_lot_and_is_safe_to_run_twice(rule
     entry = LedgerEntry.objects.get(kind="expire")
     assert entry.points == -50
     assert entry.lot == old.entry.lot
-    earned_on = old.purchase.occurred_at.astimezone(SHANGHAI).date().isoformat()
+    earned_on = date_format(old.purchase.occurred_at.astimezone(SHANGHAI).date(), "DATE_FORMAT")
     assert entry.explanation == f"50 pts earned on {earned_on} reached the end of their validity"
     member.points.refresh_from_db()
     assert (member.points.available, member.points.pending) == (20, 0)
@@ -139,6 +140,8 @@ def test_the_schedule_is_defined_in_code_for_registered_tasks():
         "rewards.tasks.remind_expiring_points",
         "rewards.tasks.grant_birthday_bonuses",
         "rewards.tasks.requeue_notifications",
+        "referrals.tasks.expire_referrals",
+        "referrals.tasks.reward_referrals",
     }
     app.loader.import_default_modules()
     assert tasks_in_code <= set(app.tasks.keys())

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from members import services as member_services
 from members.models import Category, Member, Store, User
+from referrals import services as referral_services
 from rewards import catalog
 from rewards import services as reward_services
 from rewards.models import Programme, ProgrammeRules, Reward, StampProgramme, TermsText, TermsVersion, Tier
@@ -85,9 +86,12 @@ class Command(BaseCommand):
         with transaction.atomic():
             self._programme()
             self._catalog()
+            self._referrals()
             stores = self._stores()
             staff = self._staff(stores)
         created = self._members(int(options["members"]), stores, staff)  # type: ignore[call-overload]
+        referral_services.referrals_reward_due()
+        referral_services.referrals_expire_due()
         released = reward_services.points_release_due()
         expired = reward_services.points_expire_due()
         self.stdout.write(
@@ -160,6 +164,13 @@ class Command(BaseCommand):
                 reward=Reward.objects.get(title_en="Free latte"),
             )
 
+    def _referrals(self) -> None:
+        settings = referral_services.settings_get()
+        if settings.referrer_points == settings.friend_points == 0:
+            settings.qualifying_amount, settings.qualifying_days, settings.hold_days = Decimal(30), 30, 14
+            settings.referrer_points, settings.friend_points = 200, 100
+            settings.save()
+
     def _stores(self) -> list[Store]:
         return [
             Store.objects.get_or_create(code=code, defaults={"name": name, "timezone": tz, "address": address})[0]
@@ -225,10 +236,14 @@ class Command(BaseCommand):
             "lapsed_purchase": rng.random() < 0.1,
             "redeem_after": rng.choice([0, 0, 0, 200, 300]),
             "return_one": rng.random() < 0.05,
+            # One member in seven came with a friend's invitation.
+            "invited_by": f"+86139{rng.randrange(i):08d}" if i and rng.random() < 0.15 else None,
         }
 
     def _create_member(self, phone: str, p: dict, staff: dict[str, User]) -> None:
+        inviter = Member.objects.filter(phone=p["invited_by"], enrolled_at__lt=p["enrolled"]).first()
         member = member_services.member_enrol(
+            referral_code=referral_services.referral_code_for(inviter).code if inviter else "",
             channel=Member.Channel.COUNTER,
             phone=phone,
             email=p["email"],
