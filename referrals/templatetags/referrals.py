@@ -64,10 +64,13 @@ def referrals_active(context: template.Context) -> bool:
 
 
 @register.inclusion_tag("referrals/portal_invite_card.html", takes_context=True)
-def referral_invite_card(context: template.Context) -> dict[str, object]:
-    """Show a member what inviting friends gives them, with the way to the invite page (nothing when referrals are off)."""
+def referral_invite_card(context: template.Context, brief: bool = True) -> dict[str, object]:
+    """Show what inviting friends gives, with the way to the invite page (nothing when referrals are off).
+
+    `brief=False` adds the conditions (qualifying purchase, hold, monthly limit), as "How it works" explains them.
+    """
     settings = _settings(context)
-    return {"offer": settings if settings is not None and settings.active else None}
+    return {"offer": settings if settings is not None and settings.active else None, "brief": brief}
 
 
 @register.inclusion_tag("referrals/join_banner.html", takes_context=True)

@@ -410,3 +410,17 @@ def test_the_portal_links_to_invite_and_home_shows_an_invite_card_only_while_ref
     home = me.get(HOME)
     assert "Get your invitation link" not in text(home)
     assert "For each friend" not in text(home)
+
+
+def test_how_it_works_explains_referrals_with_their_conditions_and_says_nothing_when_they_are_off(client, offer):
+    shown = client.get(reverse("portal:how")).content.decode()
+    offer.active = False
+    offer.save()
+    off = client.get(reverse("portal:how")).content.decode()
+
+    assert "For each friend who joins with your invitation, you get 200 pts and your friend gets 100 pts." in shown
+    assert "first purchase of at least" in shown
+    assert "You are rewarded for up to 5 friends a month." in shown
+    assert "Get your invitation link" in shown
+    assert "Get your invitation link" not in off
+    assert "For each friend" not in off
