@@ -274,7 +274,9 @@ def _payout(referral: Referral, settings: ReferralSettings, *, now: dt.datetime,
     friend's purchase and a till's batch holding the inviter's account can never wait on each other.
     """
     referral.status = Referral.Status.QUALIFIED
-    referral.hold_until = max(now, referral.qualified_at + dt.timedelta(days=settings.hold_days))  # type: ignore[operator]
+    # Held from the purchase, as its own points wait out the return window: a sale a till sends late, or one
+    # approved after review, is not held twice.
+    referral.hold_until = referral.purchase.occurred_at + dt.timedelta(days=settings.hold_days)  # type: ignore[union-attr]
     referral.friend_points = settings.friend_points
     _grant(referral, member=referral.friend, role="friend", points=settings.friend_points, by=by)
     _referrer_settle_later(referral)

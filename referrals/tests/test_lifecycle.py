@@ -125,7 +125,7 @@ def test_the_whole_life_joined_qualified_held_then_rewarded_with_explained_point
     referral = Referral.objects.get()
     assert referral.status == "qualified"
     assert referral.purchase.receipt_number == "FIRST"
-    assert referral.hold_until == referral.qualified_at + dt.timedelta(days=14)
+    assert referral.hold_until == referral.purchase.occurred_at + dt.timedelta(days=14)
     assert (referral.referrer_points, referral.friend_points) == (200, 100)
     assert account_for(referrer).pending == 200
     assert referral_entries(friend) == [("referral", 100)]
@@ -465,3 +465,16 @@ def test_the_clock_tasks_leave_a_job_run_with_their_counts(store, referrer, code
     assert rewarded == {"settled": 1, "rewarded": 1}
     runs = dict(JobRun.objects.values_list("job", "counts"))
     assert runs == {"expire_referrals": {"referrals": 1}, "reward_referrals": {"settled": 1, "rewarded": 1}}
+
+
+def test_a_sale_sent_late_by_the_till_is_held_from_when_it_happened(store, referrer, code, buy):
+    friend = friend_joins(code)
+    with time_machine.travel(timezone.now() + dt.timedelta(days=20)):
+        # Bought two days after joining; the till's batch arrives eighteen days later, after the hold.
+        buy(store, friend, occurred_at=Referral.objects.get().joined_at + dt.timedelta(days=2))
+
+        referral = Referral.objects.get()
+        assert referral.status == "rewarded"
+        assert (account_for(friend).pending, account_for(referrer).pending) == (0, 0)
+        assert referral_entries(referrer) == [("referral", 200)]
+    assert ledger_drift() == []
