@@ -121,7 +121,12 @@ DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("TEST_DATABASE_NAM
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: shared by every process (API rate limits count across web workers) ---------
-CACHES = {"default": env.cache_url("CACHE_URL", default="dbcache://loyalty_cache")}
+# A PostgreSQL table by default (nothing more to run); CACHE_URL (e.g. redis://) to use another.
+CACHES = {
+    "default": env.cache_url("CACHE_URL")
+    if "CACHE_URL" in os.environ
+    else {"BACKEND": "loyalty_site.cache.PostgresCache", "LOCATION": "loyalty_cache"}
+}
 
 # --- API ------------------------------------------------------------------------------
 REST_FRAMEWORK = {
