@@ -50,10 +50,10 @@ PORT = 8791
 STORE = "bench-01"
 
 GENERATE = """
-INSERT INTO members_member (member_number, card_code, phone, email, name, gender, language, external_ref, status,
+INSERT INTO members_member (member_number, card_code, phone, email, name, notes, gender, language, external_ref, status,
     enrolled_at, enrolment_channel, email_consent, sms_consent, updated_at, enrolled_store_id, preferred_store_id)
 SELECT (2000000000 + g)::text, upper(substr(md5(g::text), 1, 16)), '+86139' || lpad(g::text, 8, '0'), '', 'Member ' || g,
-       '', 'zh-hans', '', 'active', now() - (g %% 700) * interval '1 day', 'import', false, false, now(), %(store)s, %(store)s
+       '', '', 'zh-hans', '', 'active', now() - (g %% 700) * interval '1 day', 'import', false, false, now(), %(store)s, %(store)s
 FROM generate_series(1, %(members)s) g;
 
 INSERT INTO rewards_purchase (store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at,
