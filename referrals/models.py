@@ -170,6 +170,8 @@ class Referral(models.Model):
     # The inviter's share is settled in its own transaction after the friend's (see referrals.services).
     referrer_settled_at = models.DateTimeField(_("inviter's share settled"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed"), null=True, blank=True, help_text=_("Rewarded, expired or rejected."))
+    # Which sentence a rejection's withdrawn points get in the members' history: "returned" or "rejected" (review).
+    rejected_why = models.CharField(max_length=10, blank=True, editable=False)
 
     class Meta:
         ordering = ["-joined_at"]

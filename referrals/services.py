@@ -1,9 +1,9 @@
 """Referrals: a friend joins with a member's code, qualifies with a purchase, and both are rewarded once.
 
-Locks are always taken in one order: the friend's points account, the referral, the inviter's
-code, the inviter's points account. A purchase hook holds the friend's account already; the
-reviewers' actions take it first. The friend always joined after the inviter, so no chain of
-referrals can make two transactions wait on each other in a circle.
+Each transaction locks one points account, then the referral: the friend's share (a purchase or
+return hook holds the friend's account already; reviewers' actions and returns take it first) and,
+after commit and in its own transaction, the inviter's share (`referral_referrer_settle`). A
+friend's purchase therefore never waits on the inviter's account, which a till's batch may hold.
 """
 
 import datetime as dt
@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -47,6 +47,10 @@ PLUS_TAG_DOMAINS = DOTLESS_DOMAINS | {
     "126.com",
     "naver.com",
 }
+
+
+# A name that starts with a Chinese character, kana or Hangul.
+CJK_NAME = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
 
 
 class ReferralError(ValidationError):
@@ -201,7 +205,12 @@ def referral_join(
 
 
 def on_member_enrolled(event: MemberEnrolled) -> None:
-    """Enrolment hook: a code typed or carried by a link makes the new member a referral."""
+    """Enrolment hook: a code typed or carried by a link makes the new member a referral.
+
+    The device they enrolled on is remembered too, so a friend later signing up on it is recognised.
+    """
+    if event.device:
+        device_seen(member=event.member, device=event.device)
     if event.referral_code:
         # Joined when enrolled: an import of members from another system keeps their dates.
         referral_join(
@@ -219,8 +228,12 @@ def _month_start(now: dt.datetime) -> dt.datetime:
 
 def member_display_name(member: Member) -> str:
     """Name a member to another as little as possible: a first name, or a masked phone or e-mail."""
-    if member.name.strip():
-        return member.name.strip().split()[0]
+    name = member.name.strip()
+    if CJK_NAME.match(name):
+        # Chinese, Japanese and Korean names are written whole, without spaces: the family name only ("王••", "김••").
+        return name[0] + "•" * min(len(name) - 1, 2)
+    if name:
+        return name.split()[0]
     if member.phone:
         return f"••• {str(member.phone)[-4:]}"
     local, _at, domain = member.email.partition("@")
@@ -321,7 +334,7 @@ def referral_referrer_settle(*, referral_id: int) -> Referral | None:
         return None
     settings, now = settings_get(), timezone.now()
     if referral.status == Referral.Status.REJECTED:
-        _withdraw(referral, role="referrer", reason=referral.events.last().reason, why=_rejected_why(referral), by=None)
+        _withdraw(referral, role="referrer", reason=referral.events.last().reason, why=referral.rejected_why, by=None)
     elif referral.status in (Referral.Status.QUALIFIED, Referral.Status.REWARDED):
         paid = (
             Referral.objects.filter(
@@ -354,14 +367,19 @@ def referral_referrer_settle(*, referral_id: int) -> Referral | None:
     return referral
 
 
-def _rejected_why(referral: Referral) -> str:
-    return "returned" if referral.events.filter(status=Referral.Status.REJECTED, by__isnull=True).exists() else "rejected"
+def _rung_up_by_inviter(purchase: Purchase, referrer: Member) -> bool:
+    """Say whether the staff login that recorded the sale is the inviter's: their own login, or one of their addresses."""
+    staff = purchase.recorded_by
+    if staff is None:
+        return False
+    inviter_emails = {email_canonical(e) for e in (referrer.email, referrer.user.email if referrer.user else "") if e}
+    return staff.pk == referrer.user_id or email_canonical(staff.email) in inviter_emails
 
 
 def _qualify(referral: Referral, purchase: Purchase, settings: ReferralSettings, now: dt.datetime) -> None:
     flags = list(referral.flags)
     referrer = referral.referrer
-    if settings.guard_staff_self and referrer.user_id is not None and purchase.recorded_by_id == referrer.user_id:
+    if settings.guard_staff_self and _rung_up_by_inviter(purchase, referrer):
         flags.append(Referral.Flag.STAFF_SELF)
     if (
         settings.guard_same_device
@@ -428,21 +446,24 @@ def _reject(referral: Referral, *, reason: str, why: str, by: User | None, now: 
     The caller holds the friend's account lock: their points are withdrawn now, the inviter's right after.
     """
     _withdraw(referral, role="friend", reason=reason, why=why, by=by)
-    referral.status, referral.closed_at = Referral.Status.REJECTED, now
+    referral.status, referral.closed_at, referral.rejected_why = Referral.Status.REJECTED, now, why
     _referrer_settle_later(referral)
-    referral.save(update_fields=["status", "closed_at", "referrer_settled_at"])
+    referral.save(update_fields=["status", "closed_at", "rejected_why", "referrer_settled_at"])
     _event(referral, reason, by=by, at=now)
 
 
 def on_return(event: ReturnRecorded) -> None:
     """Return hook: returning the qualifying purchase below the qualifying amount, during the hold, rejects the referral."""
     purchase = event.return_record.purchase
-    if purchase.member_id is None or not Referral.objects.filter(purchase=purchase).exists():
+    now = timezone.now()
+    held = Q(status=Referral.Status.REVIEW) | Q(status=Referral.Status.QUALIFIED, hold_until__gt=now)
+    if purchase.member_id is None or not Referral.objects.filter(held, purchase=purchase).exists():
         return
+    reward_services.account_lock(purchase.member)  # the friend's account first, as every path takes it
     referral = (
         Referral.objects.select_for_update(of=("self",))
         .select_related("referrer", "friend")
-        .filter(purchase=purchase, status__in=[Referral.Status.REVIEW, Referral.Status.QUALIFIED])
+        .filter(held, purchase=purchase)
         .first()
     )
     if referral is None:
@@ -456,7 +477,7 @@ def on_return(event: ReturnRecorded) -> None:
         reason=_("The qualifying purchase was returned."),
         why="returned",
         by=event.return_record.recorded_by,
-        now=timezone.now(),
+        now=now,
     )
 
 

@@ -82,6 +82,12 @@ def join(request: HttpRequest) -> HttpResponse:
                     device=access.device_id(request),
                 )
                 services.terms_accept(member=member, channel=Member.Channel.ONLINE, terms=terms)
+        except member_services.DuplicateMember as duplicate:
+            # Never say whose it is: the member number is half of what claiming a membership online asks for.
+            form.add_error(
+                "phone" if duplicate.field == "phone" else None,
+                _("This is already a member's. If the membership is yours, claim it instead of joining again."),
+            )
         except ValidationError as error:
             for field, messages in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, messages)

@@ -52,7 +52,7 @@ def offer(offer):
 @pytest.fixture
 def mei(terms, offer):
     user = UserFactory(is_staff=False, email="mei@example.com", name="Mei Lin")
-    member = MemberFactory(name="Mei Lin", email="mei@example.com", phone="+8613800007777", user=user)
+    member = MemberFactory(name="Mei Lin", email="mei@example.com", phone="+8613700007777", user=user)
     reward_services.terms_accept(member=member, channel=Member.Channel.ONLINE, terms=terms)
     email_verify(user)
     return member

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def referrer(offer):
     """An inviter with a Gmail address, for the guard that reads addresses as the mailbox they reach."""
-    return MemberFactory(name="Mei Lin", email="mei.lin@gmail.com", phone="+8613800000001")
+    return MemberFactory(name="Mei Lin", email="mei.lin@gmail.com", phone="+8613700000001")
 
 
 def friend_joins(code: str, **details: object) -> Member:
@@ -165,7 +165,7 @@ def test_a_purchase_before_joining_or_after_the_deadline_does_not_qualify(store,
 
 def test_the_clock_expires_referrals_that_never_qualified_once(store, referrer, code, buy):
     friend_joins(code)
-    on_time = friend_joins(code, phone="+8613800000077", email="ontime@example.com")
+    on_time = friend_joins(code, phone="+8613700000077", email="ontime@example.com")
     buy(store, on_time, receipt="ON-TIME")
     referral = Referral.objects.get(status="joined")
 
@@ -185,7 +185,10 @@ def test_a_return_during_the_hold_cancels_both_rewards_and_rejects(store, referr
     friend = friend_joins(code)
     purchase = buy(store, friend, amount="35.00").purchase
 
-    committed(reward_services.purchase_return, purchase=purchase, return_number="X-1", amount="35.00")
+    # Returned at the counter: the cashier is on record, and the members still read "returned".
+    committed(
+        reward_services.purchase_return, purchase=purchase, return_number="X-1", amount="35.00", by=UserFactory(is_staff=True)
+    )
 
     referral = Referral.objects.get()
     assert referral.status == "rejected"
@@ -222,7 +225,7 @@ def test_a_small_partial_return_keeps_the_referral_and_a_return_after_the_hold_c
 def test_the_monthly_cap_stops_the_inviters_points_but_still_rewards_the_friend(store, offer, referrer, code, buy):
     offer.monthly_cap = 3
     offer.save()
-    friends = [friend_joins(code, phone=f"+861380000010{i}", email=f"f{i}@example.com") for i in range(4)]
+    friends = [friend_joins(code, phone=f"+861370000010{i}", email=f"f{i}@example.com") for i in range(4)]
 
     for i, friend in enumerate(friends):
         buy(store, friend, receipt=f"R-{i}")
@@ -354,16 +357,16 @@ def test_a_friend_signing_up_on_the_inviters_device_is_flagged(store, referrer, 
     services.device_seen(member=referrer, device="device-of-mei")
 
     flagged = friend_joins(code, device="device-of-mei")
-    clean = friend_joins(code, device="device-of-wei", phone="+8613800000066", email="wei@example.com")
+    clean = friend_joins(code, device="device-of-wei", phone="+8613700000066", email="wei@example.com")
 
     assert Referral.objects.get(friend=flagged).flags == ["same_device"]
     assert Referral.objects.get(friend=clean).flags == []
-    assert "device-of-mei" not in str(ReferralCode.objects.get().devices)  # only hashes are kept
+    assert "device-of-mei" not in str(ReferralCode.objects.get(member=referrer).devices)  # only hashes are kept
 
 
 def test_paying_with_the_inviters_card_is_flagged(store, referrer, code, buy):
     buy(store, referrer, receipt="MEI-1", payment_fingerprint="card-of-mei")
-    flagged, clean = friend_joins(code), friend_joins(code, phone="+8613800000066", email="wei@example.com")
+    flagged, clean = friend_joins(code), friend_joins(code, phone="+8613700000066", email="wei@example.com")
 
     buy(store, flagged, receipt="F-1", payment_fingerprint="card-of-mei")
     buy(store, clean, receipt="F-2", payment_fingerprint="card-of-wei")
@@ -376,8 +379,8 @@ def test_many_sign_ups_from_one_network_are_flagged_beyond_the_limit(offer, refe
     offer.signups_per_ip = 2
     offer.save()
 
-    joined = [friend_joins(code, phone=f"+861380000020{i}", email=f"n{i}@example.com", ip="203.0.113.7") for i in range(3)]
-    elsewhere = friend_joins(code, phone="+8613800000299", email="far@example.com", ip="198.51.100.1")
+    joined = [friend_joins(code, phone=f"+861370000020{i}", email=f"n{i}@example.com", ip="203.0.113.7") for i in range(3)]
+    elsewhere = friend_joins(code, phone="+8613700000299", email="far@example.com", ip="198.51.100.1")
 
     flags = [Referral.objects.get(friend=member).flags for member in joined]
     assert flags == [[], [], ["ip_burst"]]
@@ -388,9 +391,9 @@ def test_many_friends_of_one_inviter_in_a_short_time_are_flagged(offer, referrer
     offer.joins_per_referrer = 2
     offer.save()
 
-    joined = [friend_joins(code, phone=f"+861380000030{i}", email=f"b{i}@example.com") for i in range(3)]
+    joined = [friend_joins(code, phone=f"+861370000030{i}", email=f"b{i}@example.com") for i in range(3)]
     with time_machine.travel(timezone.now() + dt.timedelta(hours=25)):
-        later = friend_joins(code, phone="+8613800000399", email="later@example.com")
+        later = friend_joins(code, phone="+8613700000399", email="later@example.com")
 
     assert [Referral.objects.get(friend=member).flags for member in joined] == [[], [], ["referrer_burst"]]
     assert Referral.objects.get(friend=later).flags == []
@@ -399,7 +402,7 @@ def test_many_friends_of_one_inviter_in_a_short_time_are_flagged(offer, referrer
 def test_a_purchase_rung_up_by_the_inviters_own_staff_login_is_flagged(store, offer, code, referrer, cashier, buy):
     Member.objects.filter(pk=referrer.pk).update(user=cashier)
     referrer.refresh_from_db()
-    flagged, clean = friend_joins(code), friend_joins(code, phone="+8613800000066", email="wei@example.com")
+    flagged, clean = friend_joins(code), friend_joins(code, phone="+8613700000066", email="wei@example.com")
     colleague = UserFactory(role="Cashier", stores=[store])
 
     buy(store, flagged, receipt="F-1", by=cashier)
@@ -453,7 +456,7 @@ def test_the_clock_tasks_leave_a_job_run_with_their_counts(store, referrer, code
     from rewards.models import JobRun
 
     friend_joins(code)
-    late = friend_joins(code, phone="+8613800000088", email="late@example.com")
+    late = friend_joins(code, phone="+8613700000088", email="late@example.com")
     reward_services.purchase_record(store=store, receipt_number="R-1", amount="50.00", member=late)  # task lost
     referral = Referral.objects.get(friend=late)
 
@@ -478,3 +481,46 @@ def test_a_sale_sent_late_by_the_till_is_held_from_when_it_happened(store, refer
         assert (account_for(friend).pending, account_for(referrer).pending) == (0, 0)
         assert referral_entries(referrer) == [("referral", 200)]
     assert ledger_drift() == []
+
+
+def test_a_device_seen_at_the_inviters_own_enrolment_flags_a_friend_on_it(offer):
+    inviter = MemberFactory(name="Mei", device="till-tablet-7")  # enrolled through the API with a fingerprint
+    code = services.referral_code_for(inviter).code
+
+    friend = friend_joins(code, device="till-tablet-7")
+
+    assert Referral.objects.get(friend=friend).flags == ["same_device"]
+
+
+def test_a_purchase_rung_up_by_a_staff_login_with_the_inviters_address_is_flagged(store, offer, buy, roles):
+    inviter = MemberFactory(name="Mei", email="mei.lin+shop@gmail.com")  # a membership without a portal login
+    code = services.referral_code_for(inviter).code
+    her_staff_login = UserFactory(role="Cashier", stores=[store], email="meilin@gmail.com")
+    friend = friend_joins(code)
+
+    buy(store, friend, by=her_staff_login)
+
+    assert Referral.objects.get(friend=friend).flags == ["staff_self"]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [("王小明", "王••"), ("김민준", "김••"), ("Wei Zhang", "Wei"), ("Ann", "Ann"), ("李", "李")],
+)
+def test_a_member_is_named_to_another_by_first_or_family_name_only(name, shown):
+    member = MemberFactory(name=name)
+
+    assert services.member_display_name(member) == shown
+
+
+def test_a_return_after_the_hold_leaves_the_referral_alone_even_before_the_clock_runs(store, referrer, code, buy, committed):
+    friend = friend_joins(code)
+    purchase = buy(store, friend).purchase
+    referral = Referral.objects.get()
+
+    with time_machine.travel(referral.hold_until + dt.timedelta(minutes=5)):
+        committed(reward_services.purchase_return, purchase=purchase, return_number="X-1", amount="50.00")
+
+    referral.refresh_from_db()
+    assert referral.status == "qualified"  # the clock will reward it
+    assert referral_entries(referrer) == [("referral", 200)]

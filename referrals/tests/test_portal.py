@@ -46,7 +46,7 @@ def log_in(client: Client, member: Member, terms: TermsVersion) -> Client:
 
 @pytest.fixture
 def mei(offer):
-    return MemberFactory(name="Mei Lin", email="mei@example.com", phone="+8613800000001")
+    return MemberFactory(name="Mei Lin", email="mei@example.com", phone="+8613700000001")
 
 
 @pytest.fixture

@@ -40,6 +40,20 @@ def test_a_new_login_joins_by_accepting_the_terms_and_nothing_is_written_without
 
 
 @pytest.mark.django_db
+def test_joining_with_a_members_phone_never_says_whose_it_is_and_writes_nothing(client, terms):
+    existing = MemberFactory(phone="+8613800001234")
+    client.force_login(UserFactory(is_staff=False, email="someone@example.com"))
+
+    response = client.post(reverse("portal:join"), {"phone": "138 0000 1234", "accept_terms": "on"})
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "This is already a member&#x27;s. If the membership is yours, claim it" in html
+    assert existing.member_number not in html
+    assert Member.objects.count() == 1
+
+
+@pytest.mark.django_db
 def test_home_shows_the_members_own_points_only(client, terms, store):
     user = UserFactory(is_staff=False)
     mine = MemberFactory(name="Mei")
