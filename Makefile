@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Browser tests drive Debian's Chromium; Playwright never downloads a browser of its own.
 CHROMIUM := /usr/bin/chromium
+# Without it Chinese and Korean text shows as boxes in the browser tests' screenshots (the tests read the page, not pixels).
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
 .PHONY: run test install lint check-migrations messages bench clean
 
@@ -48,8 +50,15 @@ $(CHROMIUM):
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 	echo "Chromium could not be installed: the browser tests will be skipped"
 
+$(CJK_FONT):
+	@echo "Installing Debian's Noto CJK fonts for legible screenshots"
+	@SUDO=$$([ "$$(id -u)" = 0 ] || command -v sudo); \
+	{ command -v apt-get >/dev/null 2>&1 && $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-noto-cjk >/dev/null; } || \
+	echo "The CJK fonts could not be installed: screenshots will show boxes for Chinese and Korean"
+
 ## Lint, layer contract, migrations check, then the whole suite (browser tests too) on PostgreSQL.
-test: lint check-migrations $(CHROMIUM)
+test: lint check-migrations $(CHROMIUM) $(CJK_FONT)
 	$(BIN)/pytest
 
 ## Collect new strings into the four locales and compile them (needs GNU gettext).
