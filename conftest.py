@@ -1,11 +1,13 @@
 """Fixtures shared by every app's tests: the programme, a store, a member and staff in each role."""
 
 import pytest
+from django.core.cache import cache
 from django.core.management import call_command
 from django.utils import translation
 
 from members.tests.counter import counter_login
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
+from members.tests.sms import RecordingSms
 from rewards.tests.factories import programme_create
 
 
@@ -26,6 +28,15 @@ def english_unless_told():
     translation.activate("en")
     yield
     translation.deactivate()
+
+
+@pytest.fixture
+def sms(settings):
+    """Send texts through a recording gateway; the cache (hourly code counts, login limits) starts empty."""
+    settings.SMS_BACKEND = "members.tests.sms.RecordingSms"
+    RecordingSms.reset()
+    cache.clear()
+    return RecordingSms
 
 
 @pytest.fixture

@@ -11,30 +11,9 @@ from members.models import Notification
 from members.notifications import notification_deliver, notify
 from members.tasks import deliver_notification
 from members.tests.factories import MemberFactory, UserFactory
+from members.tests.sms import RecordingSms
 
 SENT, PENDING = Notification.Delivery.SENT, Notification.Delivery.PENDING
-
-
-class RecordingSms:
-    """A gateway that fails the first `failures` messages, then sends; what it sent is kept."""
-
-    sent: list[tuple[str, str]] = []
-    failures = 0
-    delay = 0.0
-
-    def send(self, *, phone: str, text: str) -> None:
-        time.sleep(type(self).delay)
-        if type(self).failures:
-            type(self).failures -= 1
-            raise ConnectionError("gateway unreachable")
-        type(self).sent.append((phone, text))
-
-
-@pytest.fixture
-def sms(settings):
-    settings.SMS_BACKEND = f"{__name__}.RecordingSms"
-    RecordingSms.sent, RecordingSms.failures, RecordingSms.delay = [], 0, 0.0
-    return RecordingSms
 
 
 @pytest.fixture

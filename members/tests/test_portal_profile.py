@@ -6,7 +6,6 @@ import re
 import pytest
 import time_machine
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import RequestFactory
@@ -28,30 +27,6 @@ PHONE = reverse("portal:phone_change")
 CONFIRM = reverse("portal:phone_confirm")
 INBOX = reverse("portal:inbox")
 HTMX = {"HX-Request": "true"}
-
-
-class RecordingSms:
-    """A gateway that keeps what it sent, or fails when told to."""
-
-    sent: list[tuple[str, str]] = []
-    fail = False
-
-    def send(self, *, phone: str, text: str) -> None:
-        if type(self).fail:
-            raise ConnectionError("gateway unreachable")
-        type(self).sent.append((phone, text))
-
-    @classmethod
-    def last_code(cls) -> str:
-        return re.search(r"\b(\d{6})\b", cls.sent[-1][1]).group(1)  # type: ignore[union-attr]
-
-
-@pytest.fixture
-def sms(settings):
-    settings.SMS_BACKEND = f"{__name__}.RecordingSms"
-    RecordingSms.sent, RecordingSms.fail = [], False
-    cache.clear()  # the hourly count of codes lives in the cache
-    return RecordingSms
 
 
 @pytest.fixture

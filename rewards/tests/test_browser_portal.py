@@ -32,22 +32,6 @@ def cache_cleared():
     cache.clear()
 
 
-class RecordingSms:
-    """A gateway that keeps the texts it was given."""
-
-    sent: list[tuple[str, str]] = []
-
-    def send(self, *, phone: str, text: str) -> None:
-        type(self).sent.append((phone, text))
-
-
-@pytest.fixture
-def sms(settings):
-    settings.SMS_BACKEND = f"{__name__}.RecordingSms"
-    RecordingSms.sent = []
-    return RecordingSms
-
-
 @pytest.fixture
 def terms(rules):
     version = TermsVersion.objects.create(

@@ -1,7 +1,6 @@
 """Accounts in the member portal: claiming a counter membership, a referral link, newer terms, login lock-out."""
 
 import datetime as dt
-import re
 
 import pytest
 import time_machine
@@ -18,6 +17,7 @@ from members import claims
 from members import services as member_services
 from members.models import Member
 from members.tests.factories import MemberFactory, UserFactory
+from members.tests.sms import RecordingSms
 from rewards import services
 from rewards.models import TermsAcceptance, TermsText, TermsVersion
 from rewards.tests.test_concurrency import run_at_once, unexpected
@@ -29,25 +29,6 @@ HTMX = {"HX-Request": "true"}
 PASSWORD = "correct-horse-battery"
 SENT = "If a membership has this number, a code is on its way to it."
 NO_MATCH = "This member number and e-mail address do not match a membership you can claim."
-
-
-class RecordingSms:
-    """A gateway that keeps what it sent, or fails when told to."""
-
-    sent: list[tuple[str, str]] = []
-    fail = False
-
-    def send(self, *, phone: str, text: str) -> None:
-        if type(self).fail:
-            raise ConnectionError("gateway unreachable")
-        type(self).sent.append((phone, text))
-
-
-@pytest.fixture
-def sms(settings):
-    settings.SMS_BACKEND = f"{__name__}.RecordingSms"
-    RecordingSms.sent, RecordingSms.fail = [], False
-    return RecordingSms
 
 
 @pytest.fixture
@@ -80,10 +61,6 @@ def user():
 def logged_in(client, user):
     client.force_login(user)
     return client
-
-
-def sent_code() -> str:
-    return re.search(r"\b(\d{6})\b", RecordingSms.sent[-1][1]).group(1)  # type: ignore[union-attr]
 
 
 def wrong(code: str) -> str:
@@ -127,7 +104,7 @@ def test_claim_by_a_code_texted_to_the_phone_links_the_membership_and_accepts_th
     asked = logged_in.post(CLAIM, {"step": "phone", "phone": "138 0000 1234"}, follow=True)
     assert SENT in page_text(asked)
     assert [phone for phone, _text in sms.sent] == ["+8613800001234"]
-    code = sent_code()
+    code = RecordingSms.last_code()
     assert code not in str(cache.get(f"members:claim_code:{user.pk}"))  # kept hashed only
     assert 'name="code"' in page_text(asked)
 
@@ -193,7 +170,7 @@ def test_a_bad_phone_number_is_named_and_costs_no_code(logged_in, user, counter_
 @pytest.mark.django_db
 def test_five_wrong_codes_use_the_code_up(logged_in, user, counter_member, sms):
     claims.claim_code_send(user=user, phone="+8613800001234")
-    code = sent_code()
+    code = RecordingSms.last_code()
     for _try in range(claims.CODE_TRIES):
         response = logged_in.post(CLAIM, {"step": "code", "code": wrong(code), "accept_terms": "on"})
         assert "This is not the code we sent." in page_text(response)
@@ -209,7 +186,7 @@ def test_five_wrong_codes_use_the_code_up(logged_in, user, counter_member, sms):
 @pytest.mark.django_db
 def test_the_right_code_on_the_fifth_try_still_works(user, counter_member, sms):
     claims.claim_code_send(user=user, phone="+8613800001234")
-    code = sent_code()
+    code = RecordingSms.last_code()
     for _try in range(claims.CODE_TRIES - 1):
         with pytest.raises(ValidationError):
             claims.claim_code_check(user=user, code=wrong(code))
@@ -223,7 +200,7 @@ def test_a_code_expires_after_ten_minutes(user, counter_member, sms):
 
     later = time_machine.travel(timezone.now() + dt.timedelta(minutes=10, seconds=1))
     with later, pytest.raises(ValidationError, match="expired"):
-        claims.claim_code_check(user=user, code=sent_code())
+        claims.claim_code_check(user=user, code=RecordingSms.last_code())
 
 
 @pytest.mark.django_db
@@ -232,8 +209,8 @@ def test_a_code_works_only_for_the_login_that_asked_for_it(user, counter_member,
     other = login_for("someone@example.com")
 
     with pytest.raises(ValidationError, match="expired"):
-        claims.claim_code_check(user=other, code=sent_code())
-    assert claims.claim_code_check(user=user, code=sent_code()) == counter_member
+        claims.claim_code_check(user=other, code=RecordingSms.last_code())
+    assert claims.claim_code_check(user=user, code=RecordingSms.last_code()) == counter_member
 
 
 @pytest.mark.django_db

@@ -16,25 +16,6 @@ ENROL = reverse("staff:enrol")
 HTMX = {"HX-Request": "true"}
 
 
-class RecordingSms:
-    """A gateway that keeps what it sent, or fails when told to."""
-
-    sent: list[tuple[str, str]] = []
-    fail = False
-
-    def send(self, *, phone: str, text: str) -> None:
-        if type(self).fail:
-            raise ConnectionError("gateway unreachable")
-        type(self).sent.append((phone, text))
-
-
-@pytest.fixture
-def sms(settings):
-    settings.SMS_BACKEND = f"{__name__}.RecordingSms"
-    RecordingSms.sent, RecordingSms.fail = [], False
-    return RecordingSms
-
-
 @pytest.fixture
 def terms(rules):
     return TermsVersion.objects.create(
