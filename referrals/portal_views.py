@@ -8,8 +8,7 @@ from urllib.parse import quote, urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -22,12 +21,12 @@ from members import access
 from members.middleware import REFERRAL_CODE
 from members.models import Member
 from members.pages import wants_fragment
-from referrals import services
+from referrals import selectors, services
 from referrals.models import Referral, ReferralSettings
 from referrals.templatetags.referrals import gift_text
 from rewards import catalog
 from rewards import services as reward_services
-from rewards.models import LedgerEntry, Return
+from rewards.models import Return
 
 QR_SCALE = 6  # pixels a module: a link makes a denser code than a card number, drawn as wide as the screen allows
 FRIENDS_PAGE_SIZE = 20
@@ -91,18 +90,6 @@ def _friends(member: Member) -> "QuerySet[Referral]":
     return member.referrals_made.select_related("friend").annotate(returned=Exists(returned)).order_by("-joined_at", "-pk")
 
 
-def _points_earned(member: Member) -> int:
-    """Sum the member's rewards for inviting friends, less those taken back while still held."""
-    # From the member's own account: a friend's rewards (role "friend") are not counted here.
-    entries = LedgerEntry.objects.filter(
-        account_id=member.pk,
-        kind__in=[LedgerEntry.Kind.REFERRAL, LedgerEntry.Kind.WITHDRAWAL],
-        detail__has_key="referral",
-        detail__role="referrer",
-    )
-    return entries.aggregate(total=Coalesce(Sum("points"), 0))["total"]
-
-
 def _share_links(link: str, offer: ReferralSettings, programme_name: str) -> dict[str, str]:
     """Write the share links of the channels that take a message in their address: e-mail, SMS and LINE."""
     gift = gift_text(offer.friend_points, offer.friend_reward)
@@ -149,7 +136,7 @@ def invite(request: HttpRequest) -> HttpResponse:
     response = TemplateResponse(request, "referrals/portal_invite.html", context)
     response["Vary"] = "HX-Request"
     device = access.device_remember(request, response)
-    context["points_earned"] = _points_earned(member)
+    context["points_earned"] = selectors.points_earned(member, role="referrer")
     if offer.active:
         code = services.referral_code_for(member)
         services.device_seen(member=member, device=device)

@@ -187,15 +187,25 @@ def member_referrals(member: Member, code: ReferralCode) -> MemberReferrals:
         FriendRow(name=member_display_name(r.friend), status=r.status, joined_at=r.joined_at, qualified_at=r.qualified_at)
         for r in made.select_related("friend").order_by("-joined_at", "-pk")[:FRIENDS_LISTED]
     ]
-    # From the ledger: rewards of both roles, less any taken back while still held.
-    points = LedgerEntry.objects.filter(account_id=member.pk).filter(
-        Q(kind=LedgerEntry.Kind.REFERRAL) | Q(kind=LedgerEntry.Kind.WITHDRAWAL, detail__has_key="referral")
-    )
     return MemberReferrals(
         code=code,
         referred_by=referred_by,
         referrer_name=member_display_name(referred_by.referrer) if referred_by else "",
         friends=friends,
         counts=counts,
-        points_earned=points.aggregate(total=Coalesce(Sum("points"), 0))["total"],
+        points_earned=points_earned(member),
     )
+
+
+def points_earned(member: Member, *, role: str | None = None) -> int:
+    """Sum the referral points given to the member, less those taken back while still held.
+
+    `role="referrer"` counts only their rewards for inviting friends (not their own welcome as a friend).
+    """
+    entries = LedgerEntry.objects.filter(
+        account_id=member.pk,
+        kind__in=[LedgerEntry.Kind.REFERRAL, LedgerEntry.Kind.WITHDRAWAL],
+        detail__has_key="referral",
+        **({"detail__role": role} if role else {}),
+    )
+    return entries.aggregate(total=Coalesce(Sum("points"), 0))["total"]
