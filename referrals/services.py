@@ -61,11 +61,15 @@ class ReferralError(ValidationError):
 
 
 def settings_get() -> ReferralSettings:
-    """Return the programme's referral settings, created with the defaults the first time."""
-    programme = reward_services.programme_get()
-    found = ReferralSettings.objects.filter(programme=programme).first()
+    """Return the programme's referral settings (with their rewards), created with the defaults the first time.
+
+    Raises ProgrammeNotConfigured before the programme is set up.
+    """
+    # One row for the one programme: read in one query on every purchase a referred friend makes.
+    found = ReferralSettings.objects.select_related("friend_reward", "referrer_reward").first()
     if found is not None:
         return found
+    programme = reward_services.programme_get()
     ReferralSettings.objects.bulk_create([ReferralSettings(programme=programme)], ignore_conflicts=True)
     return ReferralSettings.objects.get(programme=programme)
 
@@ -83,13 +87,11 @@ def referral_code_for(member: Member) -> ReferralCode:
     for _attempt in range(5):
         try:
             with transaction.atomic():
-                ReferralCode.objects.bulk_create([ReferralCode(member=member)], ignore_conflicts=False)
+                return ReferralCode.objects.create(member=member)
         except IntegrityError:
             # Either a twin request made this member's code, or the random code was taken: look, then retry.
             if (found := ReferralCode.objects.filter(member=member).first()) is not None:
                 return found
-            continue
-        return ReferralCode.objects.get(member=member)
     raise RuntimeError("could not allocate a unique referral code")
 
 

@@ -19,12 +19,8 @@ register = template.Library()
 
 
 def _settings_or_none() -> ReferralSettings | None:
-    # One query: the one programme's row with its rewards.
-    found = ReferralSettings.objects.select_related("friend_reward", "referrer_reward").first()
-    if found is not None:
-        return found
     try:
-        return services.settings_get()  # made with the defaults the first time
+        return services.settings_get()
     except ProgrammeNotConfigured:  # a fresh installation: no programme, so no referrals either
         return None
 
