@@ -143,6 +143,9 @@ def test_the_page_shows_the_table_with_money_in_the_programme_currency(client, r
     assert 'role="region" tabindex="0" aria-labelledby="summary-caption"' in html
     assert '<th scope="row">Cy</th>' in html
     assert '<th scope="row">Total</th>' in html
+    totals = html.split("<tfoot>")[1].split("</tfoot>")[0]
+    assert totals.count("<td>") == 13
+    assert "¥100.00" in totals
     assert '<th scope="colgroup" colspan="3">Purchases</th>' in html
     assert "¥100.00" in html  # the sale
     assert "¥10.00" in html  # the refund
