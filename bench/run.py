@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {
     "LOYALTY_ENV": "production",
-    "LOYALTY_DATA_DIR": str(ROOT / ".data" / "bench"),
+    # A second bench can run beside the first with its own database (BENCH_DATA_DIR=.data/bench-2).
+    "LOYALTY_DATA_DIR": os.environ.get("BENCH_DATA_DIR", str(ROOT / ".data" / "bench")),
     "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
     "ALLOWED_HOSTS": "127.0.0.1,localhost",
     "SECURE_TLS": "0",
