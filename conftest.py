@@ -8,6 +8,7 @@ from django.utils import translation
 from members.tests.counter import counter_login
 from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from members.tests.sms import RecordingSms
+from rewards import config
 from rewards.tests.factories import programme_create
 
 
@@ -28,6 +29,13 @@ def english_unless_told():
     translation.activate("en")
     yield
     translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
+def programme_settings_read_afresh():
+    """Each test builds its own programme in a transaction rolled back at its end: the snapshot
+    another test left in this process (rewards.config) would describe rows that no longer exist."""
+    config.forget()
 
 
 @pytest.fixture

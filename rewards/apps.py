@@ -7,7 +7,9 @@ class RewardsConfig(AppConfig):
     verbose_name = _("Rewards")
 
     def ready(self) -> None:
-        from rewards import hooks, lifecycle, stamps
+        from rewards import config, hooks, lifecycle, stamps
+
+        config.connect_signals()
 
         # Stamp cards and the points-earned message live in this app, so they listen here
         # rather than at the composition root.

@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 
 from members.models import Member, Store, User
 from members.services import fingerprint_digest
-from rewards import hooks, tiers
+from rewards import config, hooks, tiers
 from rewards.models import (
     LedgerEntry,
     LotAllocation,
@@ -116,14 +116,14 @@ class ReturnResult:
 
 
 def programme_get() -> Programme:
-    programme = Programme.objects.first()
+    programme = config.current().programme
     if programme is None:
         raise ProgrammeNotConfigured(_("The loyalty programme has not been set up yet."))
     return programme
 
 
 def rules_in_force(*, at: dt.datetime | None = None) -> ProgrammeRules:
-    rules = ProgrammeRules.objects.select_related("programme").in_force(at or timezone.now())
+    rules = config.current().rules_at(at or timezone.now())
     if rules is None:
         raise ProgrammeNotConfigured(_("The loyalty programme has no rules yet."))
     return rules
@@ -202,11 +202,11 @@ def _check_member(member: Member | None, errors: dict[str, str]) -> None:
 
 
 def _account_locked(member: Member) -> PointsAccount:
-    account = PointsAccount.objects.select_for_update().filter(member=member).first()
-    if account is None:  # a member's first points: create the account, or wait for a twin creating it
+    try:
+        return PointsAccount.objects.select_for_update().get(member=member)
+    except PointsAccount.DoesNotExist:  # a member's first points: create the account, or wait for a twin creating it
         PointsAccount.objects.bulk_create([PointsAccount(member=member)], ignore_conflicts=True)
-        account = PointsAccount.objects.select_for_update().get(member=member)
-    return account
+        return PointsAccount.objects.select_for_update().get(member=member)
 
 
 def account_lock(member: Member) -> None:
@@ -574,7 +574,7 @@ def purchase_record(*, by: User | None = None, via: str = "", **sale: Any) -> Pu
         return PurchaseResult(purchase=original, created=False, entry=_earn_entry(original))
     PurchaseLine.objects.bulk_create(purchase_lines(purchase, data.lines))
     entry = _award_purchase(purchase, now, actor=by, tier=tier)
-    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now)
+    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now, held=tier)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 
@@ -603,7 +603,7 @@ def purchase_claim(*, purchase: Purchase, member: Member, by: User | None = None
     purchase.points_earned = _points(purchase.rules, purchase.earn_base, tier)
     purchase.save(update_fields=["member", "claimed_at", "points_earned"])
     entry = _award_purchase(purchase, now, actor=by, tier=tier)
-    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now)
+    tiers.tier_upgrade_after_purchase(purchase=purchase, now=now, held=tier)
     hooks.purchase_recorded(hooks.PurchaseRecorded(purchase=purchase, entry=entry))
     return PurchaseResult(purchase=purchase, created=True, entry=entry)
 

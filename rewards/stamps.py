@@ -15,7 +15,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from members.models import Member
-from rewards import catalog, hooks, services
+from rewards import catalog, config, hooks, services
 from rewards.explanations import explain_stamps
 from rewards.models import (
     Purchase,
@@ -78,7 +78,8 @@ def _open_card_locked(programme: StampProgramme, member: Member) -> StampCard:
 def _card_complete(card: StampCard) -> StampCard:
     """Mark a full card completed, issue its reward's voucher and start the member's next card."""
     now = timezone.now()
-    card.voucher = catalog.voucher_issue(member=card.member, reward=card.programme.reward)
+    # Read now, not from the programme's snapshot (rewards.config): the reward as it stands is what is issued.
+    card.voucher = catalog.voucher_issue(member=card.member, reward=Reward.objects.get(pk=card.programme.reward_id))
     card.completed_at = now
     card.save(update_fields=["stamps", "completed_at", "voucher"])
     return StampCard.objects.create(programme=card.programme, member=card.member, created_at=now)
@@ -180,7 +181,7 @@ def on_purchases(events: Sequence[hooks.PurchaseRecorded]) -> None:
     """Stamp the members' cards of every active programme each purchase earns on."""
     if all(event.purchase.member_id is None for event in events):
         return  # an anonymous sale stamps when it is claimed
-    programmes = list(StampProgramme.objects.filter(active=True).select_related("reward").order_by("pk"))
+    programmes = config.current().stamp_programmes
     if not programmes:
         return
     for event in events:

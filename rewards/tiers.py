@@ -26,7 +26,7 @@ from modeltranslation.utils import build_localized_fieldname
 
 from members.models import Member, Notification, User
 from members.notifications import notify
-from rewards import services
+from rewards import config, services
 from rewards.explanations import points_text
 from rewards.models import MemberTier, Purchase, Tier, TierChange
 from rewards.money import format_money
@@ -221,18 +221,20 @@ def _today(tz: zoneinfo.ZoneInfo | None = None) -> dt.date:
 
 def tiers_current(member_ids: list[int], *, today: dt.date) -> dict[int, Tier]:
     """Return the tier each of these members holds today; members at the base level are left out."""
-    statuses = MemberTier.objects.filter(member_id__in=member_ids, tier__isnull=False).select_related("tier")
-    return {s.member_id: s.tier for s in statuses if s.invited_until is None or s.invited_until >= today}  # type: ignore[misc]
+    statuses = MemberTier.objects.filter(member_id__in=member_ids, tier__isnull=False).values_list(
+        "member_id", "tier_id", "invited_until"
+    )
+    return {member_id: config.tier(tier_id) for member_id, tier_id, until in statuses if until is None or until >= today}
 
 
 def tier_current(member: Member, *, today: dt.date | None = None) -> Tier | None:
     """Return the member's tier; an invitation past its end no longer counts."""
-    status = MemberTier.objects.filter(member=member).select_related("tier").first()
-    if status is None or status.tier is None:
+    status = MemberTier.objects.filter(member=member).values_list("tier_id", "invited_until").first()
+    if status is None or status[0] is None:
         return None
-    if status.invited_until is not None and status.invited_until < (today or _today()):
+    if status[1] is not None and status[1] < (today or _today()):
         return None
-    return status.tier
+    return config.tier(status[0])
 
 
 def tier_names(tier: Tier) -> dict[str, str | None]:
@@ -269,24 +271,26 @@ def _ref(tier: Tier | None) -> dict[str, object] | None:
     return None if tier is None else {"code": tier.code, "name": tier.name, "rank": tier.rank}
 
 
-def tier_progress(member: Member, *, today: dt.date | None = None) -> dict[str, object]:
+def tier_progress(member: Member, *, today: dt.date | None = None, status: MemberTier | None = None) -> dict[str, object]:
     """Say what the member needs, and by when, to reach the next tier and to keep the one they hold.
 
     `metric`, `value` and `window_ends_on` are the next tier's (at the top, the current one's);
     `needed_to_keep` counts by the current tier's own measure; `keep_by` is the last day to do it:
-    the end of an invitation, of a grace period or of a calendar-year window.
+    the end of an invitation, of a grace period or of a calendar-year window. `status` is the
+    member's tier row when the caller already read it.
     """
     programme = services.programme_get()
     today = today or _today(programme.tz)
-    status = MemberTier.objects.filter(member=member).select_related("tier").first() or MemberTier(member=member)
-    current, until = status.tier, status.invited_until
+    if status is None:
+        status = MemberTier.objects.filter(member=member).first() or MemberTier(member=member)
+    current, until = config.tier(status.tier_id) if status.tier_id else None, status.invited_until
     if until is not None and until < today:
         current = None
     kept = current if until is None else None  # an invitation is kept by its end date, not by buying
-    ladder = Tier.objects.filter(active=True, invitation_only=False).order_by("rank")
-    following = (ladder.filter(rank__gt=current.rank) if current else ladder).first()
+    following = next((t for t in config.current().ladder if current is None or t.rank > current.rank), None)
     measured = following or kept
-    values = _values(member, [t for t in (following, kept) if t], today=today, tz=programme.timezone)
+    counted = [t for t in (following, kept) if t]
+    values = _values(member, counted, today=today, tz=programme.timezone) if counted else {}
     keep_by = None
     if current is not None and until is not None:
         keep_by = until
@@ -365,14 +369,15 @@ def tiers_upgrade_reached(
     return change_ids
 
 
-def tier_upgrade_after_purchase(*, purchase: Purchase, now: dt.datetime) -> TierChange | None:
+def tier_upgrade_after_purchase(*, purchase: Purchase, now: dt.datetime, held: Tier | None) -> TierChange | None:
     """Move the buyer up at once if this purchase took them over a higher tier's entry threshold.
 
-    Called inside the purchase's transaction after its earn entry was written, so the member's
-    account is locked already when the purchase earned points.
+    `held` is the tier the buyer held before it (`tier_current`). Called inside the purchase's
+    transaction after its earn entry was written, so the member's account is locked already
+    when the purchase earned points.
     """
-    if purchase.member_id is None:
-        return None
+    if purchase.member_id is None or not any(held is None or t.rank > held.rank for t in config.current().ladder):
+        return None  # nothing above to reach: a member at the top, or a programme without tiers
     programme = purchase.rules.programme
     changes = tiers_upgrade_reached(member_ids=[purchase.member_id], now=now, tz=programme.tz, lock=purchase.points_earned <= 0)
     return TierChange.objects.get(pk=changes[0]) if changes else None

@@ -1,11 +1,8 @@
 """Template filters for the programme's figures: money in its currency, points, tier measures."""
 
-import threading
 from decimal import Decimal
 
 from django import template
-from django.core.signals import request_started
-from django.dispatch import receiver
 
 from rewards.explanations import points_text
 from rewards.money import format_money
@@ -13,25 +10,11 @@ from rewards.services import programme_get
 
 register = template.Library()
 
-# A page shows many amounts: read the programme's currency once per request, not once per amount.
-_request = threading.local()
-
-
-@receiver(request_started)
-def _forget_currency(**kwargs: object) -> None:
-    _request.__dict__.clear()
-
-
-def _currency() -> str:
-    if not hasattr(_request, "currency"):
-        _request.currency = programme_get().currency
-    return _request.currency
-
 
 @register.filter
 def money(amount: Decimal | str | int | None) -> str:
     """Format an amount in the programme currency for the reader's locale: ¥42.00, NT$120, ₩5,000."""
-    return "" if amount is None else format_money(amount, _currency())
+    return "" if amount is None else format_money(amount, programme_get().currency)
 
 
 @register.filter

@@ -1,6 +1,7 @@
 import datetime as dt
 from decimal import Decimal
 
+from django.db.models import Model
 from django.utils import timezone
 
 from rewards.models import Programme, ProgrammeRules
@@ -17,3 +18,12 @@ def programme_create(*, currency: str = "CNY", tz: str = "Asia/Shanghai", **rule
     }
     defaults.update(rules)
     return ProgrammeRules.objects.create(programme=programme, effective_from=timezone.now() - dt.timedelta(days=3650), **defaults)
+
+
+def settings_change(row: Model, **fields: object) -> None:
+    """Change programme settings (rules, a stamp card) through the ORM, as the admin does, so the
+    snapshot of them each process keeps (rewards.config) is read afresh, as it would be in production
+    within seconds."""
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.save(update_fields=list(fields))

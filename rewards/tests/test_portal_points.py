@@ -16,8 +16,9 @@ from django.utils import timezone
 from members.models import Member
 from members.tests.factories import MemberFactory, UserFactory
 from rewards import catalog, services
-from rewards.models import LedgerEntry, ProgrammeRules, Redemption, StampProgramme, TermsText, TermsVersion, Tier, Voucher
+from rewards.models import LedgerEntry, Redemption, StampProgramme, TermsText, TermsVersion, Tier, Voucher
 from rewards.selectors import account_for
+from rewards.tests.factories import settings_change
 from rewards.tests.test_catalog import earn, reward_create, tier_create
 
 pytestmark = pytest.mark.django_db
@@ -431,7 +432,8 @@ def terms(rules):
 
 @pytest.fixture
 def programme(rules, terms):
-    ProgrammeRules.objects.filter(pk=rules.pk).update(
+    settings_change(
+        rules,
         points_per_unit="1.5",
         minimum_purchase="10",
         excluded_categories=["gift-cards", "tobacco"],
@@ -528,7 +530,7 @@ def test_the_terms_are_in_the_readers_language_or_else_english(client, programme
     ],
 )
 def test_the_expiry_policy_is_said_in_plain_words(client, rules, policy, years, expected):
-    ProgrammeRules.objects.filter(pk=rules.pk).update(expiry_policy=policy, expiry_years=years, pending_days=0)
+    settings_change(rules, expiry_policy=policy, expiry_years=years, pending_days=0)
     year = timezone.localdate(timezone=rules.programme.tz).year
 
     html = client.get(HOW).content.decode()

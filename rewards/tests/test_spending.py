@@ -5,8 +5,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.utils import timezone
 
 from rewards import services
-from rewards.models import LedgerEntry, LotAllocation, ProgrammeRules
+from rewards.models import LedgerEntry, LotAllocation
 from rewards.selectors import ledger_drift
+from rewards.tests.factories import settings_change
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_spending_needs_a_positive_whole_number(rules, member, points):
 
 
 def test_the_minimum_per_redemption_applies(rules, store, member):
-    ProgrammeRules.objects.filter(pk=rules.pk).update(min_redemption_points=20)
+    settings_change(rules, min_redemption_points=20)
     earn(store, member, "R-1", "50")
     with pytest.raises(services.RewardsError):
         services.points_spend(member=member, points=10, reason="x")

@@ -16,6 +16,7 @@ from members.tests.factories import MemberFactory, StoreFactory, UserFactory
 from rewards import services
 from rewards.models import LedgerEntry, ProgrammeRules
 from rewards.selectors import account_for, ledger_drift
+from rewards.tests.factories import settings_change
 from rewards.tests.test_catalog import earn
 from rewards.tests.test_concurrency import errors_by_type, run_at_once, unexpected
 from rewards.tests.test_staff_rewards import HTMX
@@ -38,7 +39,7 @@ def adjustments() -> list[int]:
 
 
 def limit_set(rules: ProgrammeRules, limit: int) -> None:
-    ProgrammeRules.objects.filter(pk=rules.pk).update(adjust_daily_limit=limit)
+    settings_change(rules, adjust_daily_limit=limit)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from rewards import hooks, services, stamps
 from rewards.models import Purchase, Redemption, Reward, StampCard, StampEvent, StampProgramme, Voucher
 from rewards.selectors import account_for, ledger_drift
 from rewards.services import LineInput
+from rewards.tests.factories import settings_change
 from rewards.tests.test_concurrency import run_at_once
 
 pytestmark = pytest.mark.django_db
@@ -191,7 +192,7 @@ def test_a_card_filled_exactly_leaves_an_empty_new_card(store, member, coffee_ca
 
 def test_a_card_over_a_lowered_target_completes_on_its_next_stamp(store, member, coffee_card):
     buy(store, member, "R-1", coffees=3)
-    StampProgramme.objects.filter(pk=coffee_card.pk).update(stamps_needed=2)
+    settings_change(coffee_card, stamps_needed=2)
     coffee_card.refresh_from_db()
 
     buy(store, member, "R-2", coffees=1)
@@ -361,7 +362,7 @@ def test_a_replayed_return_and_a_hook_run_twice_take_stamps_back_once(store, mem
 
 def test_a_return_takes_back_stamps_of_a_programme_ended_since(store, member, coffee_card):
     sale = buy(store, member, "R-1", coffees=3).purchase
-    StampProgramme.objects.filter(pk=coffee_card.pk).update(active=False)
+    settings_change(coffee_card, active=False)
 
     services.purchase_return(purchase=sale, return_number="X-1", lines=[(1, 3)])
 

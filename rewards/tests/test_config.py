@@ -1,0 +1,82 @@
+"""The snapshot of the programme's settings each process keeps (rewards.config)."""
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from members.tests.factories import MemberFactory
+from rewards import config, services, tiers
+from rewards.models import MemberTier, ProgrammeRules, Tier
+
+
+def sale(store, member, receipt: str, amount: str = "100"):
+    return services.purchase_record(store=store, member=member, receipt_number=receipt, amount=amount)
+
+
+@pytest.mark.django_db
+def test_a_sale_reads_no_programme_settings_once_the_snapshot_is_taken(rules, store, member):
+    sale(store, member, "R-1")
+
+    with CaptureQueriesContext(connection) as queries:
+        sale(store, member, "R-2")
+
+    read = " ".join(q["sql"] for q in queries.captured_queries)
+    for table in ("rewards_programme", "rewards_programmerules", "rewards_tier", "rewards_stampprogramme"):
+        assert f'FROM "{table}"' not in read
+
+
+@pytest.mark.django_db
+def test_a_new_rules_version_saved_here_applies_to_the_next_sale_at_once(rules, store, member):
+    assert sale(store, member, "R-1").purchase.points_earned == 100
+
+    ProgrammeRules.objects.create(
+        programme=rules.programme, effective_from=timezone.now() - dt.timedelta(seconds=1), points_per_unit=Decimal(2)
+    )
+
+    assert sale(store, member, "R-2").purchase.points_earned == 200
+
+
+@pytest.mark.django_db
+def test_a_change_made_by_another_process_is_seen_once_the_snapshot_is_older_than_its_lifetime(rules, store, member, monkeypatch):
+    sale(store, member, "R-1")
+    # Another process's save sends no signal here: only the snapshot's age brings the change in.
+    ProgrammeRules.objects.filter(pk=rules.pk).update(points_per_unit=Decimal(3))
+    assert sale(store, member, "R-2").purchase.points_earned == 100
+
+    taken_at = config.current().taken_at
+    monkeypatch.setattr(config.time, "monotonic", lambda: taken_at + config.SECONDS + 0.1)
+
+    assert sale(store, member, "R-3").purchase.points_earned == 300
+
+
+@pytest.mark.django_db
+def test_a_tier_made_since_the_snapshot_was_taken_is_read_afresh_not_an_error(rules, store, member):
+    config.current()
+    # Made by another process: no signal reaches this one.
+    Tier.objects.bulk_create(
+        [Tier(programme=rules.programme, code="gold", name="Gold", rank=2, entry_threshold=0, retain_threshold=0)]
+    )
+    gold = Tier.objects.get(code="gold")
+    MemberTier.objects.create(member=member, tier=gold)
+
+    assert tiers.tier_current(member) == gold
+    assert tiers.tiers_current([member.pk, MemberFactory().pk], today=timezone.localdate()) == {member.pk: gold}
+
+
+@pytest.mark.django_db
+def test_without_a_tier_above_the_member_no_upgrade_is_looked_for(rules, store, member):
+    top = Tier.objects.create(programme=rules.programme, code="top", name="Top", rank=1, entry_threshold=0, retain_threshold=0)
+    MemberTier.objects.create(member=member, tier=top)
+    sale(store, member, "R-1")  # the snapshot now knows the tier
+
+    with CaptureQueriesContext(connection) as at_the_top:
+        sale(store, member, "R-2")
+    with CaptureQueriesContext(connection) as below_it:
+        sale(store, MemberFactory(), "R-3")
+
+    assert not any("rewards_tierchange" in q["sql"] for q in at_the_top.captured_queries)
+    assert any("rewards_tierchange" in q["sql"] for q in below_it.captured_queries)
