@@ -407,7 +407,9 @@ def on_purchases(events: Sequence[PurchaseRecorded]) -> None:
         return
     # One query for the whole batch; most purchases are not a referred friend's.
     waiting = set(
-        Referral.objects.filter(friend_id__in=friends, status=Referral.Status.JOINED).values_list("friend_id", flat=True)
+        Referral.objects.filter(friend_id__in=friends, status=Referral.Status.JOINED)
+        .order_by()
+        .values_list("friend_id", flat=True)
     )
     if not waiting:
         return

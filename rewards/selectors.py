@@ -10,7 +10,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from members.models import Member, Store
-from rewards.models import LedgerEntry, PointsAccount, PointsLot, Programme, Purchase, Redemption, Return, Voucher
+from rewards.models import LedgerEntry, MemberTier, PointsAccount, PointsLot, Programme, Purchase, Redemption, Return, Voucher
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,23 @@ def ledger_drift() -> list[Drift]:
 def account_for(member: Member) -> PointsAccount:
     """Return the member's balances, all zero before their first points."""
     return PointsAccount.objects.filter(member=member).first() or PointsAccount(member=member)
+
+
+# For answers that only read a member: the balances and tier status come in the member's own query.
+STANDING = ("points", "tier_status")
+
+
+def standing(member: Member) -> tuple[PointsAccount, MemberTier]:
+    """Return the member's balances and tier status, as selected with them (`STANDING`) or read now."""
+    try:
+        account = member.points
+    except PointsAccount.DoesNotExist:
+        account = PointsAccount(member=member)
+    try:
+        status = member.tier_status
+    except MemberTier.DoesNotExist:
+        status = MemberTier(member=member)
+    return account, status
 
 
 def upcoming_expiries(member: Member, *, tz: zoneinfo.ZoneInfo, limit: int = 3) -> list[dict[str, object]]:

@@ -73,8 +73,8 @@ class MemberSerializer(serializers.Serializer):
 
 
 def member_payload(member: Member) -> dict[str, object]:
-    account = selectors.account_for(member)
-    progress = tiers.tier_progress(member)
+    account, status = selectors.standing(member)
+    progress = tiers.tier_progress(member, status=status)
     return MemberSerializer(
         {
             **{field: getattr(member, field) for field in ("member_number", "card_code", "name", "email", "birthday")},
@@ -171,14 +171,15 @@ class MemberLookupApi(APIView):
             except DjangoValidationError as error:
                 raise serializers.ValidationError(error.message_dict) from None
         members = Member.objects.with_email(value) if field == "email" else Member.objects.filter(**{LOOKUPS[field]: value})
-        member = get_object_or_404(members)
+        member = get_object_or_404(members.select_related(*selectors.STANDING))
         return Response(member_payload(member))
 
 
 class MemberDetailApi(APIView):
     @extend_schema(operation_id="members_retrieve", responses={200: MemberSerializer, **problems(404)})
     def get(self, request: Request, member_number: str) -> Response:
-        return Response(member_payload(get_object_or_404(Member, member_number=member_number)))
+        member = get_object_or_404(Member.objects.select_related(*selectors.STANDING), member_number=member_number)
+        return Response(member_payload(member))
 
 
 class LedgerEntrySerializer(serializers.Serializer):

@@ -92,10 +92,10 @@ class PurchaseInputSerializer(serializers.Serializer):
 def member_or_error(member_number: str) -> Member | None:
     if not member_number:
         return None
-    member = Member.objects.filter(member_number=member_number).first()
-    if member is None:
-        raise DomainValidationError({"member": _("No member has this number.")})
-    return member
+    try:
+        return Member.objects.get(member_number=member_number)
+    except Member.DoesNotExist:
+        raise DomainValidationError({"member": _("No member has this number.")}) from None
 
 
 def sale_arguments(data: dict, member: Member | None, request: Request) -> dict[str, object]:
