@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,7 +45,7 @@ from django.db import connection  # noqa: E402
 from members import services as member_services  # noqa: E402
 from members.models import Store  # noqa: E402
 from rewards import services  # noqa: E402
-from rewards.models import Programme, ProgrammeRules  # noqa: E402
+from rewards.models import Programme, ProgrammeRules, Tier  # noqa: E402
 from rewards.selectors import ledger_drift  # noqa: E402
 
 PORT = 8791
@@ -80,6 +81,10 @@ SELECT l.account_id, 'earn', l.points, l.earned_at, now(), l.purchase_id, l.id, 
        jsonb_build_object('receipt', p.receipt_number, 'store', 'Bench', 'currency', 'CNY', 'base', p.gross::text,
                           'excluded', '0.00', 'rate', '1.0000'), 0, NULL
 FROM rewards_pointslot l JOIN rewards_purchase p ON p.id = l.purchase_id;
+
+INSERT INTO rewards_membertier (member_id, tier_id, since, invited_until, missed_since, evaluated_on)
+SELECT id, CASE WHEN id %% 20 = 0 THEN %(gold)s ELSE %(silver)s END, now() - interval '90 days', NULL, NULL, NULL
+FROM members_member WHERE id %% 5 = 0;
 
 UPDATE rewards_pointsaccount a SET
     available = s.available, pending = s.pending, lifetime_earned = s.earned
@@ -218,11 +223,32 @@ def setup(members: int, per_member: int) -> tuple[str, int, int]:
     rules = ProgrammeRules.objects.create(
         programme=programme, effective_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), pending_days=14, expiry_months=12
     )
+    # Tiers as a coffee chain has them: each sale applies the member's multiplier and, below the
+    # top, checks for an upgrade. One member in five holds one: Gold for one in twenty, else Silver.
+    silver, gold = (
+        Tier.objects.create(
+            programme=programme,
+            code=code,
+            name=code.title(),
+            rank=rank,
+            entry_threshold=threshold,
+            retain_threshold=threshold / 2,
+            earn_multiplier=multiplier,
+        )
+        for code, rank, threshold, multiplier in (
+            ("silver", 1, Decimal(2000), Decimal("1.25")),
+            ("gold", 2, Decimal(5000), Decimal("1.5")),
+        )
+    )
     store = Store.objects.create(code=STORE, name="Bench store")
     _key, raw_key = member_services.api_key_create(store=store, name="bench", requests_per_minute=10_000_000)
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute(GENERATE, {"store": store.pk, "rules": rules.pk, "members": members, "per_member": per_member})
+        cursor.execute(
+            GENERATE,
+            {"store": store.pk, "rules": rules.pk, "members": members, "per_member": per_member}
+            | {"silver": silver.pk, "gold": gold.pk},
+        )
     seconds = time.perf_counter() - started
     print(f"generated {members:,} members and {members * per_member:,} purchases, lots and entries in {seconds:.0f} s")
     return raw_key, store.pk, rules.pk

@@ -8,6 +8,7 @@ import pytest
 from django.db import connection
 
 from members.models import Store
+from rewards.models import MemberTier, Tier
 from rewards.selectors import ledger_drift
 from rewards.services import points_expire_due
 
@@ -29,7 +30,11 @@ def bench_constants() -> dict[str, object]:
 def test_the_bench_data_its_raw_transactions_and_its_due_lots_fit_the_schema_and_reconcile(rules):
     sql = bench_constants()
     store = Store.objects.create(code="bench-01", name="Bench store")
-    params = {"store": store.pk, "rules": rules.pk, "members": 20, "per_member": 3}
+    silver, gold = (
+        Tier.objects.create(programme=rules.programme, code=code, name=code, rank=rank, entry_threshold=1000, retain_threshold=0)
+        for code, rank in (("silver", 1), ("gold", 2))
+    )
+    params = {"store": store.pk, "rules": rules.pk, "members": 20, "per_member": 3, "silver": silver.pk, "gold": gold.pk}
 
     with connection.cursor() as cursor:
         cursor.execute(sql["GENERATE"], params)
@@ -39,4 +44,7 @@ def test_the_bench_data_its_raw_transactions_and_its_due_lots_fit_the_schema_and
         cursor.execute(sql["GENERATE_DUE"], {"per_member": 2})
 
     assert points_expire_due().lots == 40
+    # Any 20 consecutive ids hold 4 multiples of 5, one of them a multiple of 20.
+    assert MemberTier.objects.filter(tier=silver).count() == 3
+    assert MemberTier.objects.filter(tier=gold).count() == 1
     assert ledger_drift() == []
