@@ -55,11 +55,15 @@ class PurchaseResultSerializer(serializers.Serializer):
     balance = BalanceSerializer(allow_null=True)
 
 
+# Made once, as `rewards.api.members.MEMBER_ANSWER`: only `to_representation` is used.
+PURCHASE_ANSWER = PurchaseResultSerializer()
+
+
 def purchase_payload(result: services.PurchaseResult) -> dict[str, object]:
     entries = [result.entry] if result.entry else []
     # The earn entry holds the account as the service left it, under its lock: no second read.
     balance = balance_of(result.purchase.member) if result.entry is None or not result.created else _balance(result.entry.account)
-    return PurchaseResultSerializer({"purchase": result.purchase, "entries": entries, "balance": balance}).data
+    return PURCHASE_ANSWER.to_representation({"purchase": result.purchase, "entries": entries, "balance": balance})
 
 
 class LineSerializer(serializers.Serializer):
