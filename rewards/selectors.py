@@ -115,7 +115,11 @@ STANDING = ("points", "tier_status")
 
 
 def standing(member: Member) -> tuple[PointsAccount, MemberTier]:
-    """Return the member's balances and tier status, as selected with them (`STANDING`) or read now."""
+    """Return the balances and tier status of a member just fetched with `select_related(*STANDING)`.
+
+    Only on a fresh fetch: making a `PointsAccount(member=...)` or `MemberTier(member=...)` for a
+    member sets these relations on it too, so a member that went through a write may hold stale ones.
+    """
     try:
         account = member.points
     except PointsAccount.DoesNotExist:

@@ -77,8 +77,11 @@ class MemberSerializer(serializers.Serializer):
 MEMBER_ANSWER = MemberSerializer()
 
 
-def member_payload(member: Member) -> dict[str, object]:
-    account, status = selectors.standing(member)
+def member_payload(member: Member, *, fetched_with_standing: bool = False) -> dict[str, object]:
+    if fetched_with_standing:
+        account, status = selectors.standing(member)
+    else:
+        account, status = selectors.account_for(member), None
     progress = tiers.tier_progress(member, status=status)
     return MEMBER_ANSWER.to_representation(
         {
@@ -177,14 +180,14 @@ class MemberLookupApi(APIView):
                 raise serializers.ValidationError(error.message_dict) from None
         members = Member.objects.with_email(value) if field == "email" else Member.objects.filter(**{LOOKUPS[field]: value})
         member = get_object_or_404(members.select_related(*selectors.STANDING))
-        return Response(member_payload(member))
+        return Response(member_payload(member, fetched_with_standing=True))
 
 
 class MemberDetailApi(APIView):
     @extend_schema(operation_id="members_retrieve", responses={200: MemberSerializer, **problems(404)})
     def get(self, request: Request, member_number: str) -> Response:
         member = get_object_or_404(Member.objects.select_related(*selectors.STANDING), member_number=member_number)
-        return Response(member_payload(member))
+        return Response(member_payload(member, fetched_with_standing=True))
 
 
 class LedgerEntrySerializer(serializers.Serializer):
