@@ -10,7 +10,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from members.models import Member, Store
-from rewards.models import LedgerEntry, MemberTier, PointsAccount, PointsLot, Programme, Purchase, Redemption, Return, Voucher
+from rewards.models import LedgerEntry, MemberTier, PointsAccount, Programme, Purchase, Redemption, Return, Voucher
 
 
 @dataclass(frozen=True)
@@ -131,19 +131,20 @@ def standing(member: Member) -> tuple[PointsAccount, MemberTier]:
     return account, status
 
 
+# Read on every balance answer: the (account, status, expires_at) index answers it.
+UPCOMING_EXPIRIES_SQL = """
+SELECT ((expires_at AT TIME ZONE %(tz)s) - interval '1 day')::date AS expires_on, SUM(remaining)::bigint AS points
+FROM rewards_pointslot
+WHERE account_id = %(member)s AND status IN ('pending', 'available') AND remaining > 0 AND expires_at IS NOT NULL
+GROUP BY expires_at ORDER BY expires_at LIMIT %(limit)s
+"""
+
+
 def upcoming_expiries(member: Member, *, tz: zoneinfo.ZoneInfo, limit: int = 3) -> list[dict[str, object]]:
     """Return the next expiries as {points, expires_on}: the last day the points can be used."""
-    rows = (
-        PointsLot.objects.filter(
-            account_id=member.pk, status__in=["pending", "available"], remaining__gt=0, expires_at__isnull=False
-        )
-        .values("expires_at")
-        .annotate(points=Sum("remaining"))
-        .order_by("expires_at")[:limit]
-    )
-    return [
-        {"points": row["points"], "expires_on": (row["expires_at"].astimezone(tz) - dt.timedelta(days=1)).date()} for row in rows
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(UPCOMING_EXPIRIES_SQL, {"member": member.pk, "tz": str(tz), "limit": limit})
+        return [{"points": points, "expires_on": expires_on} for expires_on, points in cursor.fetchall()]
 
 
 def ledger_entries(member: Member) -> "QuerySet[LedgerEntry]":
