@@ -50,22 +50,26 @@ SALE_COLUMNS = (
     "rules_id, earn_base, points, fingerprint, available_at, expires_at, detail, payment_fingerprint"
 )
 
+# Each sale's purchase id is drawn before the insert (an import draws them as it stages its sales)
+# and the sale counted as created; only the few that met a receipt already recorded are rewritten,
+# not every row of a million-row staging table.
 INSERT_PURCHASES = """
+UPDATE bulk_sale SET purchase_id = nextval((SELECT pg_get_serial_sequence('rewards_purchase', 'id'))::regclass), created = true
+WHERE first_of_key AND purchase_id IS NULL;
 WITH inserted AS (
     INSERT INTO rewards_purchase
-        (store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, recorded_at,
+        (id, store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, recorded_at,
          recorded_by_id, recorded_via, rules_id, earn_base, points_earned, claimed_at, fingerprint, payment_fingerprint)
-    SELECT store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, %(now)s,
+    SELECT purchase_id, store_id, receipt_number, member_id, channel, gross, discount, tax, net, occurred_at, %(now)s,
            %(by)s, %(via)s, rules_id, earn_base, points, NULL, fingerprint, payment_fingerprint
     FROM bulk_sale WHERE first_of_key
     -- One order for every writer, so overlapping batches never wait on each other in a cycle.
     ORDER BY store_id, receipt_number
     ON CONFLICT (store_id, receipt_number) DO NOTHING
-    RETURNING id, store_id, receipt_number
+    RETURNING id
 )
-UPDATE bulk_sale s SET purchase_id = i.id, created = true
-FROM inserted i
-WHERE s.first_of_key AND s.store_id = i.store_id AND s.receipt_number = i.receipt_number
+UPDATE bulk_sale s SET purchase_id = NULL, created = false
+WHERE s.first_of_key AND NOT EXISTS (SELECT FROM inserted i WHERE i.id = s.purchase_id)
 """
 
 MATCH_REPLAYS = """
@@ -82,8 +86,9 @@ WHERE s.created
 """
 
 CREDIT_PURCHASES = """
-INSERT INTO bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, purchase_id, detail)
-SELECT member_id, 'earn', points, occurred_at, available_at, expires_at, purchase_id, detail
+INSERT INTO bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, purchase_id, detail, lot_id)
+SELECT member_id, 'earn', points, occurred_at, available_at, expires_at, purchase_id, detail,
+       nextval((SELECT pg_get_serial_sequence('rewards_pointslot', 'id'))::regclass)
 FROM bulk_sale WHERE created AND member_id IS NOT NULL AND points > 0
 """
 
@@ -107,14 +112,18 @@ WHERE member_id IN (SELECT member_id FROM bulk_credit)
 ORDER BY member_id FOR UPDATE
 """
 
-# Lot ids are drawn first so each entry can name its lot without relying on RETURNING order.
+# Lot ids are drawn first (purchases' credits draw them as they are staged) so each entry can name
+# its lot without relying on RETURNING order.
 APPLY_CREDITS = """
-UPDATE bulk_credit SET lot_id = nextval(pg_get_serial_sequence('rewards_pointslot', 'id'));
+UPDATE bulk_credit SET lot_id = nextval((SELECT pg_get_serial_sequence('rewards_pointslot', 'id'))::regclass)
+WHERE lot_id IS NULL;
 WITH lots AS (
     INSERT INTO rewards_pointslot (id, account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
-    SELECT lot_id, member_id, points, points,
-           -- Points of a member who owes go through the release job, which repays the debt first.
-           CASE WHEN available_at > %(now)s OR member_id = ANY(%(owing)s) THEN 'pending' ELSE 'available' END,
+    SELECT lot_id, member_id, points, CASE WHEN expires_at <= %(expired_before)s THEN 0 ELSE points END,
+           CASE WHEN expires_at <= %(expired_before)s THEN 'expired'
+                -- Points of a member who owes go through the release job, which repays the debt first.
+                WHEN available_at > %(now)s OR member_id = ANY(%(owing)s) THEN 'pending'
+                ELSE 'available' END,
            available_at, expires_at, purchase_id, earned_at
     FROM bulk_credit
     RETURNING account_id, points, status
@@ -138,12 +147,36 @@ FROM sums s WHERE a.member_id = s.account_id
 """
 
 
-def _apply_credits(cursor: CursorWrapper, *, now: dt.datetime, by: User | None) -> None:
-    """Turn the rows of `bulk_credit` into lots, explained entries and balances, as `_credit` does."""
+# What `services.EXPIRE_SQL` writes for a lot the clock expires: an explained entry dated at the
+# expiry and an allocation of the whole lot. test_imports proves the two agree.
+EXPIRE_CREDITS = """
+WITH entries AS (
+    INSERT INTO rewards_ledgerentry
+        (account_id, kind, points, occurred_at, created_at, lot_id, source_ref, reason, detail, owed_points)
+    SELECT member_id, 'expire', -points, expires_at, %(now)s, lot_id, '', '',
+           jsonb_build_object('earned_on', to_char(earned_at AT TIME ZONE %(tz)s, 'YYYY-MM-DD')), 0
+    FROM bulk_credit WHERE expires_at <= %(now)s
+    ORDER BY member_id, lot_id
+    RETURNING id, lot_id, -points AS points
+)
+INSERT INTO rewards_lotallocation (lot_id, entry_id, kind, points, created_at)
+SELECT lot_id, id, 'expire', points, %(now)s FROM entries
+"""
+
+
+def _apply_credits(cursor: CursorWrapper, *, now: dt.datetime, by: User | None, expire_due: bool = False) -> None:
+    """Turn the rows of `bulk_credit` into lots, explained entries and balances, as `_credit` does.
+
+    With `expire_due`, credits already past their expiry are written as the clock would leave them
+    (expired, with their expiry entry) instead of being written spendable and expired a moment later.
+    """
     cursor.execute(CREATE_ACCOUNTS, {"now": now})
     cursor.execute(LOCK_ACCOUNTS)
     owing = [member_id for member_id, owed in cursor.fetchall() if owed]
-    cursor.execute(APPLY_CREDITS, {"now": now, "by": by.pk if by else None, "owing": owing})
+    params = {"now": now, "by": by.pk if by else None, "owing": owing, "expired_before": now if expire_due else None}
+    cursor.execute(APPLY_CREDITS, params)  # expires_at <= NULL: without `expire_due` nothing is written expired
+    if expire_due:
+        cursor.execute(EXPIRE_CREDITS, {"now": now, "tz": services.programme_get().timezone})
     if owing:
         cursor.execute(services.RELEASE_SQL, {"now": now, "ids": owing})
 
@@ -176,7 +209,8 @@ SELECT s.ord, s.first_of_key, s.store_id, s.receipt_number, s.member_id, 'import
     + tiers.TIER_NAMES_SQL
     + """)
                ELSE '{}'::jsonb END,
-       '', NULL, false, false
+       '', CASE WHEN s.first_of_key THEN nextval((SELECT pg_get_serial_sequence('rewards_purchase', 'id'))::regclass) END,
+       s.first_of_key, false
 FROM sale_source s
 JOIN members_store st ON st.id = s.store_id
 -- The rules in force when it happened; before the first version, the first.
@@ -309,11 +343,12 @@ def purchases_record_bulk(
 
 
 def write_staged_sales(
-    cursor: CursorWrapper, *, now: dt.datetime, by: User | None, via: str, collect: bool = True
+    cursor: CursorWrapper, *, now: dt.datetime, by: User | None, via: str, collect: bool = True, expire_due: bool = False
 ) -> list[BulkOutcome]:
     """Record the sales in `bulk_sale` (and their `bulk_line`s); return an outcome per sale, in order.
 
-    An import of a million rows passes `collect=False` and counts in SQL instead.
+    An import of a million rows passes `collect=False` and counts in SQL instead, and `expire_due`
+    to write the points of sales older than their validity already expired (see `_apply_credits`).
     """
     cursor.execute(INSERT_PURCHASES, {"now": now, "by": by.pk if by else None, "via": via})
     cursor.execute(MATCH_REPLAYS)
@@ -321,7 +356,7 @@ def write_staged_sales(
     cursor.execute(LOCK_BUYERS)
     cursor.execute(CREDIT_STAGING)
     cursor.execute(CREDIT_PURCHASES)
-    _apply_credits(cursor, now=now, by=by)
+    _apply_credits(cursor, now=now, by=by, expire_due=expire_due)
     cursor.execute("SELECT DISTINCT member_id FROM bulk_sale WHERE created AND member_id IS NOT NULL")
     # Members move up as after single purchases. An import of history (`collect=False`) moves them
     # up too, so their tiers agree with the purchases now on record, but tells nobody: old sales are no news.

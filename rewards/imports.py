@@ -187,61 +187,75 @@ END $$ LANGUAGE plpgsql IMMUTABLE;
 PREPARE_ROWS = r"""
 DROP TABLE IF EXISTS pg_temp.import_row;
 CREATE TEMP TABLE import_row ON COMMIT DROP AS
-SELECT line, shape, ref, moment_text, amount_text, receipt_given, store_code, quantity_text, category,
-       pg_temp.import_moment(moment_text, %(tz)s) AS occurred_at,
-       pg_temp.import_number(replace(amount_text, ',', '')) AS amount,
+WITH raw AS MATERIALIZED (
+    SELECT line, shape, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
+           COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code, {quantity} AS quantity_text, {category} AS category
+    FROM import_raw
+-- Each distinct date and amount is parsed once: a file of a million rows holds far fewer.
+), moments AS (
+    SELECT moment_text, pg_temp.import_moment(moment_text, %(tz)s) AS occurred_at FROM raw GROUP BY moment_text
+), amounts AS (
+    SELECT amount_text, pg_temp.import_number(replace(amount_text, ',', '')) AS amount FROM raw GROUP BY amount_text
+)
+SELECT line, shape, ref, moment_text, amount_text, receipt_given, store_code, quantity_text, category, occurred_at, amount,
        CASE WHEN quantity_text = '' THEN 1 WHEN quantity_text ~ '^\d{{1,9}}$' THEN quantity_text::int END AS quantity,
        COALESCE(NULLIF(receipt_given, ''), 'IMP-' || left(encode(sha256(convert_to(
            concat_ws('|', ref, moment_text, amount_text, store_code, quantity_text, category)
            || '#' || row_number() OVER (
                PARTITION BY ref, moment_text, amount_text, store_code, quantity_text, category ORDER BY line),
            'UTF8')), 'hex'), 20)) AS receipt_number,
-       NULL::bigint AS store_id, NULL::boolean AS store_active,
-       NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
-FROM (SELECT line, shape, {ref} AS ref, {moment} AS moment_text, {amount} AS amount_text, {receipt} AS receipt_given,
-             COALESCE(NULLIF({store}, ''), %(default_store)s) AS store_code,
-             {quantity} AS quantity_text, {category} AS category
-      FROM import_raw) raw;
-UPDATE import_row r SET store_id = s.id, store_active = s.is_active FROM members_store s WHERE s.code = r.store_code;
+       s.id AS store_id, s.is_active AS store_active
+FROM raw JOIN moments USING (moment_text) JOIN amounts USING (amount_text)
+LEFT JOIN members_store s ON s.code = raw.store_code;
+DROP TABLE IF EXISTS pg_temp.import_ref;
+CREATE TEMP TABLE import_ref ON COMMIT DROP AS
+SELECT DISTINCT ref, NULL::bigint AS member_id, NULL::text AS member_number, NULL::text AS member_status
+FROM import_row WHERE ref <> '';
 """
 
+# Members are resolved once per distinct reference, not once per row: a file of a million
+# purchases names far fewer members, and its rows are written once instead of once per step.
 RESOLVE_MEMBERS = """
-UPDATE import_row r SET member_id = m.id FROM members_member m
-    WHERE r.member_id IS NULL AND r.ref <> '' AND m.external_ref = r.ref;
-UPDATE import_row r SET member_id = m.id FROM members_member m
-    WHERE r.member_id IS NULL AND r.ref <> '' AND m.member_number = r.ref;
-UPDATE import_row r SET member_id = m.id FROM members_member m
+UPDATE import_ref r SET member_id = m.id FROM members_member m WHERE r.member_id IS NULL AND m.external_ref = r.ref;
+UPDATE import_ref r SET member_id = m.id FROM members_member m WHERE r.member_id IS NULL AND m.member_number = r.ref;
+UPDATE import_ref r SET member_id = m.id FROM members_member m
     WHERE r.member_id IS NULL AND r.ref LIKE '%%@%%' AND m.email <> '' AND lower(m.email) = lower(r.ref);
-UPDATE import_row r SET member_id = m.id FROM import_phone p JOIN members_member m ON m.phone = p.e164
-    WHERE r.member_id IS NULL AND r.ref = p.ref;
-UPDATE import_row r SET member_number = m.member_number, member_status = m.status FROM members_member m WHERE m.id = r.member_id;
 """
 
-# Each check yields (line, code, value); a row's first problem is the one reported.
+RESOLVE_BY_PHONE = """
+UPDATE import_ref r SET member_id = m.id FROM import_phone p JOIN members_member m ON m.phone = p.e164
+    WHERE r.member_id IS NULL AND r.ref = p.ref;
+UPDATE import_ref r SET member_number = m.member_number, member_status = m.status FROM members_member m WHERE m.id = r.member_id;
+"""
+
+# A row's first problem, in this order, is the one reported; one pass over the rows.
 CHECKS = r"""
 INSERT INTO import_error (line, code, value)
-SELECT DISTINCT ON (line) line, code, value FROM (
-    SELECT line, 0 AS rank, 'shape' AS code, shape AS value FROM import_row WHERE shape <> ''
-    UNION ALL SELECT line, 1, 'store', store_code FROM import_row WHERE store_id IS NULL
-    UNION ALL SELECT line, 1, 'store_closed', store_code FROM import_row WHERE NOT store_active
-    UNION ALL SELECT line, 2, 'moment', moment_text FROM import_row WHERE occurred_at IS NULL OR occurred_at < '1900-01-01'
-    UNION ALL SELECT line, 12, 'receipt_twice', receipt_number FROM (
-        SELECT line, receipt_number, row(member_id, amount, occurred_at, category) AS body,
-               first_value(row(member_id, amount, occurred_at, category))
-                   OVER (PARTITION BY store_id, receipt_number ORDER BY line) AS first_body
-        FROM import_row) twice
-        WHERE body IS DISTINCT FROM first_body
-    UNION ALL SELECT line, 3, 'future', moment_text FROM import_row WHERE occurred_at > %(latest)s
-    UNION ALL SELECT line, 4, 'amount', amount_text FROM import_row WHERE amount IS NULL
-    UNION ALL SELECT line, 5, 'amount_positive', amount_text FROM import_row WHERE amount <= 0
-    UNION ALL SELECT line, 6, 'amount_places', amount_text FROM import_row WHERE scale(amount) > 2
-    UNION ALL SELECT line, 7, 'amount_large', amount_text FROM import_row WHERE amount >= 1e12
-    UNION ALL SELECT line, 8, 'quantity', quantity_text FROM import_row
-        WHERE quantity IS NULL OR quantity NOT BETWEEN 1 AND %(max_quantity)s
-    UNION ALL SELECT line, 9, 'member', ref FROM import_row WHERE ref <> '' AND member_id IS NULL
-    UNION ALL SELECT line, 10, 'member_inactive', member_status FROM import_row WHERE member_status <> 'active'
-    UNION ALL SELECT line, 11, 'receipt_long', receipt_number FROM import_row WHERE length(receipt_number) > 64
-) problems ORDER BY line, rank
+SELECT line, problem[1], problem[2] FROM (
+    SELECT line, CASE
+        WHEN shape <> '' THEN ARRAY['shape', shape]
+        WHEN store_id IS NULL THEN ARRAY['store', store_code]
+        WHEN NOT store_active THEN ARRAY['store_closed', store_code]
+        WHEN occurred_at IS NULL OR occurred_at < '1900-01-01' THEN ARRAY['moment', moment_text]
+        WHEN occurred_at > %(latest)s THEN ARRAY['future', moment_text]
+        WHEN amount IS NULL THEN ARRAY['amount', amount_text]
+        WHEN amount <= 0 THEN ARRAY['amount_positive', amount_text]
+        WHEN scale(amount) > 2 THEN ARRAY['amount_places', amount_text]
+        WHEN amount >= 1e12 THEN ARRAY['amount_large', amount_text]
+        WHEN quantity IS NULL OR quantity NOT BETWEEN 1 AND %(max_quantity)s THEN ARRAY['quantity', quantity_text]
+        WHEN ref <> '' AND member_id IS NULL THEN ARRAY['member', ref]
+        WHEN member_status <> 'active' THEN ARRAY['member_inactive', member_status]
+        WHEN length(receipt_number) > 64 THEN ARRAY['receipt_long', receipt_number]
+        WHEN body IS DISTINCT FROM first_body THEN ARRAY['receipt_twice', receipt_number]
+    END AS problem
+    FROM (
+        SELECT r.*, m.member_id, m.member_status, row(m.member_id, r.amount, r.occurred_at, r.category) AS body,
+               first_value(row(m.member_id, r.amount, r.occurred_at, r.category))
+                   OVER (PARTITION BY r.store_id, r.receipt_number ORDER BY r.line) AS first_body
+        FROM import_row r LEFT JOIN import_ref m ON m.ref = r.ref
+    ) resolved
+) checked
+WHERE problem IS NOT NULL
 """
 
 ERRORS_STAGING = """
@@ -252,8 +266,9 @@ CREATE TEMP TABLE import_error (line bigint, code text, value text) ON COMMIT DR
 STAGE_SOURCE = """
 INSERT INTO sale_source
 SELECT r.line, row_number() OVER (PARTITION BY r.store_id, r.receipt_number ORDER BY r.line) = 1, r.store_id, r.receipt_number,
-       r.member_id, r.member_number, r.amount, r.category, r.occurred_at
-FROM import_row r WHERE NOT EXISTS (SELECT 1 FROM import_error e WHERE e.line = r.line)
+       m.member_id, m.member_number, r.amount, r.category, r.occurred_at
+FROM import_row r LEFT JOIN import_ref m ON m.ref = r.ref
+WHERE NOT EXISTS (SELECT 1 FROM import_error e WHERE e.line = r.line)
 """
 
 STAGE_LINES = """
@@ -306,9 +321,16 @@ def _column(header: list[str], name: str) -> str:
     return f"btrim(COALESCE(c{header.index(name)}, ''))" if name in header else "''"
 
 
+def _resolve_members(cursor: CursorWrapper) -> None:
+    """Find the member of every reference not yet resolved: external ref, member number, e-mail, then phone."""
+    cursor.execute(RESOLVE_MEMBERS)
+    _resolve_phones(cursor)
+    cursor.execute(RESOLVE_BY_PHONE)
+
+
 def _resolve_phones(cursor: CursorWrapper) -> None:
-    """Normalise the references that may be phone numbers, once per distinct one."""
-    cursor.execute("SELECT DISTINCT ref FROM import_row WHERE member_id IS NULL AND ref <> '' AND ref NOT LIKE '%@%'")
+    """Normalise the references still unknown that may be phone numbers."""
+    cursor.execute("SELECT ref FROM import_ref WHERE member_id IS NULL AND ref NOT LIKE '%@%'")
     phones = []
     for (ref,) in cursor.fetchall():
         try:
@@ -342,6 +364,9 @@ def import_purchases(
     tz = services.programme_get().timezone
     try:
         with transaction.atomic(), connection.cursor() as cursor:
+            # Only for this transaction: sorts of a whole file stay in memory; and a crash just after
+            # the commit may lose it, which is safe because re-running the file writes exactly what was lost.
+            cursor.execute("SET LOCAL work_mem = '256MB'; SET LOCAL synchronous_commit = off")
             progress(PHASES[0])
             header = _copy_file(cursor, path, stream)
             progress(PHASES[1])
@@ -360,11 +385,10 @@ def import_purchases(
                 ]
             }
             cursor.execute(PREPARE_ROWS.format(**columns), {"tz": tz, "default_store": store.code if store else ""})
-            _resolve_phones(cursor)
-            cursor.execute(RESOLVE_MEMBERS)
+            _resolve_members(cursor)
             if create_members:
                 report.members_created = _enrol_unknown(cursor)
-                cursor.execute(RESOLVE_MEMBERS)
+                _resolve_members(cursor)
             cursor.execute(ERRORS_STAGING)
             cursor.execute(CHECKS, {"latest": timezone.now() + services.CLOCK_SKEW, "max_quantity": services.MAX_QUANTITY})
             cursor.execute("SELECT count(*) FROM import_row")
@@ -380,7 +404,7 @@ def import_purchases(
             cursor.execute(STAGE_SOURCE)
             bulk.stage_sales_from_source(cursor)
             cursor.execute(STAGE_LINES)
-            bulk.write_staged_sales(cursor, now=timezone.now(), by=None, via="import", collect=False)
+            bulk.write_staged_sales(cursor, now=timezone.now(), by=None, via="import", collect=False, expire_due=True)
             cursor.execute(
                 "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created AND NOT conflict), "
                 "count(*) FILTER (WHERE conflict), COALESCE(SUM(points) FILTER (WHERE created), 0) FROM bulk_sale"
@@ -388,7 +412,7 @@ def import_purchases(
             report.purchases_created, report.purchases_replayed, report.conflicts, report.points_awarded = cursor.fetchone()
     except _Rollback:
         return report
-    # Old purchases are past their return window or their validity: settle them now.
+    # Points past their validity were written expired; anything else due (here or elsewhere) is settled now.
     progress(PHASES[3])
     services.points_release_due()
     services.points_expire_due()
@@ -398,7 +422,7 @@ def import_purchases(
 
 def _enrol_unknown(cursor: CursorWrapper) -> int:
     """Enrol a member for every unknown reference that is a phone number or an e-mail address."""
-    cursor.execute("SELECT DISTINCT ref FROM import_row WHERE member_id IS NULL AND ref <> ''")
+    cursor.execute("SELECT ref FROM import_ref WHERE member_id IS NULL")
     people: dict[str, dict[str, object]] = {}
     for (ref,) in cursor.fetchall():
         try:
@@ -410,7 +434,6 @@ def _enrol_unknown(cursor: CursorWrapper) -> int:
         if contact not in people.values():
             people[ref] = contact
     member_services.members_enrol_bulk(people=list(people.values()), channel=Member.Channel.IMPORT)
-    _resolve_phones(cursor)
     return len(people)
 
 

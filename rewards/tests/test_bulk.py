@@ -101,6 +101,12 @@ def test_hooks_fire_once_per_new_purchase_unless_asked_not_to(rules, store, memb
     assert seen[0].entry.points == 10
 
 
+def test_a_batch_leaves_points_past_their_validity_to_the_clock(rules, store, member):
+    bulk.purchases_record_bulk([sale(store, "OLD", "10", member, occurred_at=timezone.now() - dt.timedelta(days=500))])
+    assert PointsLot.objects.get().status == "available"
+    assert not LedgerEntry.objects.filter(kind="expire").exists()
+
+
 def test_old_sales_end_up_expired_after_the_clock_runs(rules, store, member):
     bulk.purchases_record_bulk([sale(store, "OLD", "10", member, occurred_at=timezone.now() - dt.timedelta(days=500))])
     services.points_expire_due()

@@ -217,3 +217,67 @@ def test_a_closed_store_cannot_receive_an_import(rules, store, known, tmp_path):
     with pytest.raises(CommandError):
         run(str(path), "--store", store.code)
     assert not Purchase.objects.exists()
+
+
+def test_points_past_their_validity_are_written_expired_as_the_clock_would_expire_them(
+    rules, store, known, member, tmp_path, monkeypatch
+):
+    from rewards import bulk, services
+    from rewards.models import LotAllocation, PointsLot
+
+    long_ago = timezone.now() - dt.timedelta(days=500)
+    sale = services.purchase_input(store=store, receipt_number="CLOCK", amount="10", member=member, occurred_at=long_ago)
+    bulk.purchases_record_bulk([sale], fire_hooks=False)
+    services.points_expire_due()
+    # The import writes the expiry itself, in its own transaction: the clock's job finds nothing left to do.
+    monkeypatch.setattr(services, "points_expire_due", lambda **kwargs: None)
+    path = write_csv(tmp_path, f"member_ref,occurred_at,amount\nOLD-1,{long_ago.isoformat()},10\n")
+    run(str(path), "--store", store.code)
+    run(str(path), "--store", store.code)  # a re-run writes no second expiry
+
+    def history(who):
+        entry = LedgerEntry.objects.get(kind="expire", account_id=who.pk)
+        lot = PointsLot.objects.get(account_id=who.pk)
+        who.points.refresh_from_db()
+        return {
+            "entry": [getattr(entry, f) for f in ("points", "occurred_at", "detail", "source_ref", "reason", "owed_points")],
+            "lot": (lot.status, lot.remaining, lot.points, entry.lot_id == lot.id),
+            "allocations": list(LotAllocation.objects.filter(lot=lot, entry=entry).values_list("kind", "points")),
+            "balances": (who.points.available, who.points.pending, who.points.lifetime_earned),
+        }
+
+    assert history(known) == history(member)
+    assert history(known)["lot"] == ("expired", 0, 10, True)
+    assert ledger_drift() == []
+
+
+def test_a_row_with_several_problems_is_reported_for_the_first_of_them(rules, store, known, tmp_path):
+    path = write_csv(
+        tmp_path,
+        f"member_ref,occurred_at,amount,store\nnobody,yesterday,-1,nope\nnobody,2999-01-01,-1,{store.code}\n"
+        f"nobody,20260301,1.234,{store.code}\n",
+    )
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="3 invalid"):
+        call_command("import_purchases", str(path), stdout=io.StringIO(), stderr=err)
+    assert err.getvalue().splitlines() == [
+        "line 2: No store has the code “nope”.",
+        "line 3: The purchase time cannot be in the future.",
+        "line 4: Use at most two decimal places.",
+    ]
+
+
+def test_a_reference_is_an_external_ref_before_a_member_number(rules, store, known, tmp_path):
+    from members import services
+
+    other = services.member_enrol(channel="counter", phone="13800138001", external_ref=known.member_number)
+    path = write_csv(tmp_path, f"member_ref,occurred_at,amount\n{known.member_number},20260301,10\nOLD-1,20260301,10\n")
+    run(str(path), "--store", store.code)
+    assert sorted(Purchase.objects.values_list("member_id", flat=True)) == sorted([other.pk, known.pk])
+
+
+def test_verbosity_2_tells_how_long_each_phase_took(rules, store, known, tmp_path):
+    path = write_csv(tmp_path, "member_ref,occurred_at,amount\nOLD-1,20260301,10\n")
+    out, _err = run(str(path), "--store", store.code, "--verbosity", "2")
+    phases = [line.split(":")[0] for line in out.splitlines() if line.endswith(" s")]
+    assert phases == ["reading the file", "checking every row", "recording purchases", "settling old points"]

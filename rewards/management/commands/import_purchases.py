@@ -32,7 +32,10 @@ class Command(BaseCommand):
             total=len(imports.PHASES), disable=not sys.stderr.isatty(), file=sys.stderr, bar_format="{desc} {bar} {elapsed}"
         )
 
+        begun: list[tuple[str, float]] = []
+
         def progress(phase: str) -> None:
+            begun.append((phase, time.monotonic()))
             bar.set_description(phase)
             bar.update(1)
 
@@ -51,7 +54,12 @@ class Command(BaseCommand):
             bar.close()
         for error in report.errors:
             self.stderr.write(str(error))
-        seconds = time.monotonic() - started
+        finished = time.monotonic()
+        seconds = finished - started
+        if int(options["verbosity"]) >= 2:  # where a slow import spends its time
+            ends = [at for _phase, at in begun[1:]] + [finished]
+            for (phase, at), end in zip(begun, ends, strict=True):
+                self.stdout.write(f"{phase}: {end - at:.1f} s")
         self.stdout.write(
             f"{report.rows} rows in {seconds:.1f} s ({report.rows / max(seconds, 1e-9):,.0f} rows/s): "
             f"{report.purchases_created} purchases recorded, {report.purchases_replayed} already there, "
