@@ -117,6 +117,9 @@ else:
     DATABASES = {"default": database_settings(DATA_DIR / "postgres")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0 if LOCAL else 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The hottest complex statements are prepared once per connection (rewards.tiers); off for a
+# connection pooler that cannot keep prepared statements (PgBouncer before 1.21 in transaction mode).
+DATABASE_PREPARE = env.bool("DATABASE_PREPARE", default=True)
 DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str("TEST_DATABASE_NAME", default="test_loyalty")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -12,12 +12,16 @@ threshold earns at the old rate and the next one at the new rate.
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.translation import gettext as _
@@ -255,8 +259,26 @@ def window_ends_on(tier: Tier, today: dt.date) -> dt.date | None:
     return dt.date(today.year, 12, 31) if tier.window == Tier.Window.CALENDAR_YEAR else None
 
 
+@contextmanager
+def _prepared_cursor() -> Iterator[CursorWrapper]:
+    """Give a cursor whose statements are prepared on the server, once per database connection.
+
+    The statements of one member's tier (the upgrade check on every sale, the progress on every
+    balance read) took about 1 ms each, 0.9 ms of it PostgreSQL planning them. Django leaves
+    psycopg's preparing off for the sake of connection poolers (PgBouncer before 1.21 in
+    transaction mode): `DATABASE_PREPARE=false` leaves it off here too.
+    """
+    connection.ensure_connection()
+    raw = psycopg.Cursor(connection.connection)  # binding on the server: only such statements can be prepared
+    if settings.DATABASE_PREPARE:
+        connection.connection.prepare_threshold = 0  # Django's own cursors bind on the client and are never prepared
+    # Wrapped as Django wraps its own, so the statements are logged and counted like any other.
+    with connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw) as cursor:
+        yield cursor
+
+
 def _values(member: Member, tiers: list[Tier], *, today: dt.date, tz: str) -> dict[int, tuple[Decimal, Decimal]]:
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(VALUES_SQL, {"tiers": [t.pk for t in tiers], "member": member.pk, "today": today, "tz": tz})
         return {tier_id: (value, previous) for tier_id, value, previous in cursor.fetchall()}
 
@@ -359,7 +381,8 @@ def tiers_upgrade_reached(
     if not member_ids:
         return []
     params = {"ids": sorted(member_ids), "now": now, "today": timezone.localdate(now, tz), "tz": str(tz)}
-    with connection.cursor() as cursor:
+    # One buyer's check runs on every sale: prepared. A batch's, planned for its own number of members.
+    with _prepared_cursor() if len(member_ids) == 1 else connection.cursor() as cursor:
         if lock:
             cursor.execute(LOCK_ACCOUNTS_SQL, params)
         cursor.execute(UPGRADE_SQL, params)
