@@ -1,12 +1,14 @@
 """Contract tests for the till API: every endpoint's success, replay, conflict and refusals."""
 
 import datetime as dt
+import time
 
 import pytest
 from django.core.cache import cache
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from members import api_auth
 from members import services as member_services
 from members.models import ApiKey, Member
 from members.tests.factories import MemberFactory, StoreFactory
@@ -76,15 +78,22 @@ def test_a_key_records_when_it_was_last_used(rules, api, api_key):
     assert api_key[0].last_used_at is not None
 
 
-def test_each_key_is_rate_limited_with_retry_after(rules, api, api_key, member):
+def test_each_key_is_rate_limited_per_minute_with_retry_after(rules, api, api_key, member, monkeypatch):
     key = api_key[0]
     key.requests_per_minute = 3
     key.save()
+    cache.clear()
+    clock = [(time.time() // 60 + 1) * 60 - 15]  # 15 seconds before a minute turns
+    monkeypatch.setattr(api_auth.time, "time", lambda: clock[0])
     for _ in range(3):
         assert api.get(f"/api/v1/members/{member.member_number}").status_code == 200
+
     response = api.get(f"/api/v1/members/{member.member_number}")
+
     problem_of(response, 429)
-    assert int(response["Retry-After"]) > 0
+    assert response["Retry-After"] == "15"
+    clock[0] += 15  # the next minute has its own budget
+    assert api.get(f"/api/v1/members/{member.member_number}").status_code == 200
 
 
 # --- members --------------------------------------------------------------------------
