@@ -1,8 +1,9 @@
 """Rewards: the programme and its points.
 
 Owns the programme rules (versioned, so a purchase is judged by the rules in force when it
-happened), terms and conditions, purchases and returns, and the points ledger: append-only
-entries, earn lots with pending and expiry dates, and each member's cached balances; tiers
+happened; each process keeps a snapshot of them, `config.py`), terms and conditions, purchases
+and returns, and the points ledger: append-only entries, earn lots with pending and expiry dates,
+and each member's cached balances; tiers
 (`tiers.py`), the reward catalog with redemptions and vouchers (`catalog.py`), stamp cards
 (`stamps.py`), the programme clock (`clock.py`, `lifecycle.py`, `tasks.py`), and the staff
 counter's pages about points (`staff_views.py`: the member panel, sales, returns, rewards,

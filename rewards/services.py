@@ -271,6 +271,30 @@ def _repay_owed(account: PointsAccount, now: dt.datetime) -> None:
         account.owed -= repaid
 
 
+# A credit's lot, its explained entry and the balances, in one statement: two round trips fewer
+# on every sale than three ORM writes. The rows are the ones `_credit` builds; the ORM writes them
+# when the points repay a debt, which takes lots apart.
+CREDIT_SQL = """
+WITH lot AS (
+    INSERT INTO rewards_pointslot (account_id, points, remaining, status, available_at, expires_at, purchase_id, earned_at)
+    VALUES (%(account)s, %(points)s, %(points)s, %(status)s, %(available_at)s, %(expires_at)s, %(purchase)s, %(earned_at)s)
+    RETURNING id
+), entry AS (
+    INSERT INTO rewards_ledgerentry (account_id, kind, points, occurred_at, created_at, purchase_id, return_record_id, lot_id,
+                                     actor_id, source_ref, reason, detail, owed_points, idempotency_key)
+    SELECT %(account)s, %(kind)s, %(points)s, %(earned_at)s, %(now)s, %(purchase)s, NULL, lot.id,
+           %(actor)s, %(source_ref)s, %(reason)s, %(detail)s, 0, %(idempotency_key)s
+    FROM lot
+    RETURNING id, lot_id
+)
+UPDATE rewards_pointsaccount
+SET pending = pending + %(pending)s, available = available + %(available)s,
+    lifetime_earned = lifetime_earned + %(points)s, updated_at = %(now)s
+WHERE member_id = %(account)s
+RETURNING (SELECT lot_id FROM entry), (SELECT id FROM entry), available, pending, lifetime_earned
+"""
+
+
 def _credit(
     account: PointsAccount,
     *,
@@ -288,7 +312,7 @@ def _credit(
     if hold_until is not None:  # held by the rule that gave them, never past their expiry
         available_at = min(hold_until, expires_at) if expires_at else hold_until
     pending = available_at > now
-    lot = PointsLot.objects.create(
+    lot = PointsLot(
         account=account,
         points=points,
         remaining=points,
@@ -298,23 +322,42 @@ def _credit(
         purchase=purchase,
         earned_at=earned_at,
     )
-    entry = LedgerEntry.objects.create(
-        account=account,
-        kind=kind,
-        points=points,
-        lot=lot,
-        purchase=purchase,
-        occurred_at=earned_at,
-        created_at=now,
-        **entry_fields,
-    )
-    if pending:
-        account.pending += points
-    else:
+    entry = LedgerEntry(account=account, kind=kind, points=points, lot=lot, purchase=purchase, **entry_fields)
+    entry.occurred_at, entry.created_at = earned_at, now
+    if not pending and account.owed:
+        lot.save(force_insert=True)
+        entry.lot = lot
+        entry.save(force_insert=True)
         account.available += points
         _repay_owed(account, now)
-    account.lifetime_earned += points
-    _save_account(account)
+        account.lifetime_earned += points
+        _save_account(account)
+        return entry
+    with connection.cursor() as cursor:
+        cursor.execute(
+            CREDIT_SQL,
+            {
+                "account": account.pk,
+                "points": points,
+                "status": lot.status,
+                "available_at": available_at,
+                "expires_at": expires_at,
+                "purchase": purchase.pk if purchase else None,
+                "earned_at": earned_at,
+                "kind": kind,
+                "now": now,
+                "actor": entry.actor_id,
+                "source_ref": entry.source_ref,
+                "reason": entry.reason,
+                "detail": LedgerEntry._meta.get_field("detail").get_db_prep_save(entry.detail, connection),
+                "idempotency_key": entry.idempotency_key,
+                "pending": points if pending else 0,
+                "available": 0 if pending else points,
+            },
+        )
+        lot.pk, entry.pk, account.available, account.pending, account.lifetime_earned = cursor.fetchone()
+    account.updated_at = now
+    entry.lot = lot  # the lot's id is known only now
     return entry
 
 
