@@ -5,7 +5,6 @@ Same validation (`services.purchase_input`), same earning rules (`services.unsav
 are copied into a staging table and every table is written with one INSERT … SELECT.
 """
 
-import bisect
 import datetime as dt
 import json
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from django.utils import timezone
 
 from members.models import User
 from rewards import hooks, services, tiers
-from rewards.models import LedgerEntry, ProgrammeRules, Purchase
+from rewards.models import LedgerEntry, Purchase
 from rewards.services import PurchaseInput
 
 STAGING = """
@@ -264,24 +263,15 @@ class BulkOutcome:
     conflict: bool
 
 
-def _rules_by_moment() -> "tuple[list[dt.datetime], list[ProgrammeRules]]":
-    versions = list(ProgrammeRules.objects.select_related("programme").order_by("effective_from"))
-    if not versions:
-        raise services.ProgrammeNotConfigured("The loyalty programme has no rules yet.")
-    return [v.effective_from for v in versions], versions
-
-
 def _sale_rows(sales: Sequence[PurchaseInput], now: dt.datetime, by: User | None, via: str) -> list[tuple[object, ...]]:
-    starts, versions = _rules_by_moment()
     # Every sale earns at the tier its member held before the batch; upgrades follow it.
-    today = timezone.localdate(now, versions[0].programme.tz)
+    today = timezone.localdate(now, services.programme_get().tz)
     held = tiers.tiers_current([sale.member.pk for sale in sales if sale.member], today=today)
     seen: set[tuple[int, str]] = set()
     rows = []
     for ord_, sale in enumerate(sales):
         occurred_at = sale.occurred_at or now
-        # The rules in force when it happened; before the first version, the first.
-        rules = versions[max(bisect.bisect_right(starts, occurred_at) - 1, 0)]
+        rules = services.rules_in_force(at=occurred_at)
         tier = held.get(sale.member.pk) if sale.member else None
         purchase = services.unsaved_purchase(sale, rules=rules, now=now, by=by, via=via, tier=tier)
         available_at, expires_at = rules.lot_dates(occurred_at, return_window=True)
@@ -395,14 +385,13 @@ def opening_balances_grant(balances: Sequence[OpeningBalance]) -> int:
     if not balances:
         return 0
     now = timezone.now()
-    starts, versions = _rules_by_moment()
     with connection.cursor() as cursor:
         cursor.execute(CREDIT_STAGING)
         with cursor.copy(
             "COPY bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, detail, idempotency_key) FROM STDIN"
         ) as copy:
             for balance in balances:
-                rules = versions[max(bisect.bisect_right(starts, balance.earned_at) - 1, 0)]
+                rules = services.rules_in_force(at=balance.earned_at)
                 available_at, expires_at = rules.lot_dates(balance.earned_at, return_window=False)
                 earned_on = balance.earned_at.astimezone(rules.programme.tz).date().isoformat()
                 key = f"opening:{balance.member_id}"
