@@ -356,6 +356,8 @@ def _credit(
             },
         )
         lot.pk, entry.pk, account.available, account.pending, account.lifetime_earned = cursor.fetchone()
+    for row in (lot, entry):  # as if the ORM had saved them
+        row._state.adding, row._state.db = False, connection.alias
     account.updated_at = now
     entry.lot = lot  # the lot's id is known only now
     return entry
