@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.functional import lazy
 from django.utils.translation import gettext as _
@@ -231,9 +232,29 @@ def tiers_current(member_ids: list[int], *, today: dt.date) -> dict[int, Tier]:
     return {member_id: config.tier(tier_id) for member_id, tier_id, until in statuses if until is None or until >= today}
 
 
+# Set on members read `with_tier_held`: the tier status as it stood when they were read.
+HELD = ("held_tier_id", "held_tier_until")
+
+
+def with_tier_held(members: QuerySet[Member]) -> QuerySet[Member]:
+    """Read each member's tier status in the same query, for `tier_current` (a sale's buyer, read by the API)."""
+    return members.annotate(held_tier_id=F("tier_status__tier_id"), held_tier_until=F("tier_status__invited_until"))
+
+
+def _forget_held(member: Member) -> None:
+    for name in HELD:
+        member.__dict__.pop(name, None)
+
+
 def tier_current(member: Member, *, today: dt.date | None = None) -> Tier | None:
-    """Return the member's tier; an invitation past its end no longer counts."""
-    status = MemberTier.objects.filter(member=member).values_list("tier_id", "invited_until").first()
+    """Return the member's tier; an invitation past its end no longer counts.
+
+    A member read `with_tier_held` is not read again; a tier change through this module forgets what it held.
+    """
+    if hasattr(member, HELD[0]):
+        status: tuple[int | None, dt.date | None] | None = (member.held_tier_id, member.held_tier_until)  # type: ignore[attr-defined]
+    else:
+        status = MemberTier.objects.filter(member=member).values_list("tier_id", "invited_until").first()
     if status is None or status[0] is None:
         return None
     if status[1] is not None and status[1] < (today or _today()):
@@ -403,13 +424,17 @@ def tier_upgrade_after_purchase(*, purchase: Purchase, now: dt.datetime, held: T
         return None  # nothing above to reach: a member at the top, or a programme without tiers
     programme = purchase.rules.programme
     changes = tiers_upgrade_reached(member_ids=[purchase.member_id], now=now, tz=programme.tz, lock=purchase.points_earned <= 0)
-    return TierChange.objects.get(pk=changes[0]) if changes else None
+    if not changes:
+        return None
+    _forget_held(purchase.member)  # type: ignore[arg-type]
+    return TierChange.objects.get(pk=changes[0])
 
 
 # --- staff: invitations and overrides ----------------------------------------------------
 
 
 def _status_locked(member: Member) -> MemberTier:
+    _forget_held(member)  # about to change
     services._account_locked(member)
     MemberTier.objects.bulk_create([MemberTier(member=member, tier=None)], ignore_conflicts=True)
     return MemberTier.objects.select_for_update(of=("self",)).select_related("tier").get(member=member)

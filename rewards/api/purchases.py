@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from members.api_problems import problems
 from members.idempotency import idempotent_response
 from members.models import Member
-from rewards import bulk, selectors, services
+from rewards import bulk, selectors, services, tiers
 from rewards.models import PointsAccount, Purchase
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -97,7 +97,7 @@ def member_or_error(member_number: str) -> Member | None:
     if not member_number:
         return None
     try:
-        return Member.objects.get(member_number=member_number)
+        return tiers.with_tier_held(Member.objects).get(member_number=member_number)
     except Member.DoesNotExist:
         raise DomainValidationError({"member": _("No member has this number.")}) from None
 

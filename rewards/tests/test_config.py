@@ -90,3 +90,19 @@ def test_without_a_tier_above_the_member_no_upgrade_is_looked_for(rules, store, 
 
     assert tiers.UPGRADE_SQL not in statements(member, "R-3")
     assert tiers.UPGRADE_SQL in statements(other, "R-4")
+
+
+@pytest.mark.django_db
+def test_a_buyer_read_with_the_tier_held_is_not_read_again_and_an_upgrade_forgets_it(rules, store, member):
+    silver = Tier.objects.create(
+        programme=rules.programme, code="silver", name="Silver", rank=1, entry_threshold=150, retain_threshold=0
+    )
+    buyer = tiers.with_tier_held(type(member).objects).get(pk=member.pk)
+
+    with CaptureQueriesContext(connection) as reading:
+        assert tiers.tier_current(buyer) is None
+    result = sale(store, buyer, "R-1", amount="200")  # takes the buyer up to Silver
+
+    assert len(reading) == 0
+    assert result.purchase.points_earned == 200  # at the base rate: the tier held before the sale
+    assert tiers.tier_current(buyer) == silver  # read afresh after the upgrade
