@@ -330,10 +330,14 @@ def tier_progress(member: Member, *, today: dt.date | None = None, status: Membe
     if until is not None and until < today:
         current = None
     kept = current if until is None else None  # an invitation is kept by its end date, not by buying
-    following = next((t for t in config.current().ladder if current is None or t.rank > current.rank), None)
+    for _attempt in range(2):
+        following = next((t for t in config.current().ladder if current is None or t.rank > current.rank), None)
+        counted = [t for t in (following, kept) if t]
+        values = _values(member, counted, today=today, tz=programme.timezone) if counted else {}
+        if all(t.pk in values for t in counted):
+            break
+        config.forget()  # a tier deleted since this process's snapshot was taken: read them afresh
     measured = following or kept
-    counted = [t for t in (following, kept) if t]
-    values = _values(member, counted, today=today, tz=programme.timezone) if counted else {}
     keep_by = None
     if current is not None and until is not None:
         keep_by = until

@@ -106,3 +106,18 @@ def test_a_buyer_read_with_the_tier_held_is_not_read_again_and_an_upgrade_forget
     assert len(reading) == 0
     assert result.purchase.points_earned == 200  # at the base rate: the tier held before the sale
     assert tiers.tier_current(buyer) == silver  # read afresh after the upgrade
+
+
+@pytest.mark.django_db
+def test_a_tier_deleted_by_another_process_is_not_offered_as_the_next_one(rules, member):
+    gold = Tier.objects.create(
+        programme=rules.programme, code="gold", name="Gold", rank=1, entry_threshold=500, retain_threshold=0
+    )
+    assert tiers.tier_progress(member)["next"]["code"] == "gold"
+    with connection.cursor() as cursor:  # another process's delete: no signal reaches this one
+        cursor.execute("DELETE FROM rewards_tier WHERE id = %s", [gold.pk])
+
+    progress = tiers.tier_progress(member)
+
+    assert progress["next"] is None
+    assert progress["needed_to_reach"] is None
