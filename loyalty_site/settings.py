@@ -131,7 +131,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHES = {
     "default": env.cache_url("CACHE_URL")
     if "CACHE_URL" in os.environ
-    else {"BACKEND": "loyalty_site.cache.PostgresCache", "LOCATION": "loyalty_cache"}
+    # Room for every key's per-minute API count beside the claim codes and login counters: past
+    # MAX_ENTRIES Django culls a third of all keys, the counters that guard logins among them.
+    else {"BACKEND": "loyalty_site.cache.PostgresCache", "LOCATION": "loyalty_cache", "OPTIONS": {"MAX_ENTRIES": 100_000}}
 }
 
 # --- API ------------------------------------------------------------------------------

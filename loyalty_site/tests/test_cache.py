@@ -72,3 +72,9 @@ def test_the_table_is_culled_when_over_its_limit():
     with connection.cursor() as cursor:
         cursor.execute("SELECT COUNT(*) FROM loyalty_cache")
         assert cursor.fetchone()[0] <= 8
+
+
+def test_the_shared_cache_has_room_for_every_api_keys_minute_counts_before_it_culls():
+    # Past its limit Django deletes a third of all keys, login and claim-code counters among them;
+    # each busy API key keeps a few per-minute counts alive.
+    assert caches["default"]._max_entries >= 100_000
