@@ -3,6 +3,7 @@
 import gc
 
 # Django is loaded once, before the workers are forked: they share its memory, and start at once.
+# So a release needs a restart of gunicorn: `kill -HUP` would fork new workers from the old code.
 preload_app = True
 
 
