@@ -10,7 +10,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from django.utils import timezone
 
 from members.models import Member, Store
-from rewards.models import LedgerEntry, MemberTier, PointsAccount, Programme, Purchase, Redemption, Return, Voucher
+from rewards.models import LedgerEntry, PointsAccount, Programme, Purchase, Redemption, Return, Voucher
 
 
 @dataclass(frozen=True)
@@ -110,25 +110,16 @@ def account_for(member: Member) -> PointsAccount:
     return PointsAccount.objects.filter(member=member).first() or PointsAccount(member=member)
 
 
-# For answers that only read a member: the balances and tier status come in the member's own query.
-STANDING = ("points", "tier_status")
+def account_fetched(member: Member) -> PointsAccount:
+    """Return the balances of a member just fetched with `select_related("points")`, zero before their first points.
 
-
-def standing(member: Member) -> tuple[PointsAccount, MemberTier]:
-    """Return the balances and tier status of a member just fetched with `select_related(*STANDING)`.
-
-    Only on a fresh fetch: making a `PointsAccount(member=...)` or `MemberTier(member=...)` for a
-    member sets these relations on it too, so a member that went through a write may hold stale ones.
+    Only on a fresh fetch: making a `PointsAccount(member=...)` sets the relation on the member too,
+    so a member that went through a write may hold a stale one.
     """
     try:
-        account = member.points
+        return member.points
     except PointsAccount.DoesNotExist:
-        account = PointsAccount(member=member)
-    try:
-        status = member.tier_status
-    except MemberTier.DoesNotExist:
-        status = MemberTier(member=member)
-    return account, status
+        return PointsAccount(member_id=member.pk)
 
 
 # Read on every balance answer: the (account, status, expires_at) index answers it.

@@ -232,13 +232,17 @@ def tiers_current(member_ids: list[int], *, today: dt.date) -> dict[int, Tier]:
     return {member_id: config.tier(tier_id) for member_id, tier_id, until in statuses if until is None or until >= today}
 
 
-# Set on members read `with_tier_held`: the tier status as it stood when they were read.
-HELD = ("held_tier_id", "held_tier_until")
+# Set on members read `with_tier_held`: their tier status as it stood when they were read.
+HELD = ("held_tier_id", "held_tier_until", "held_tier_missed_since")
 
 
 def with_tier_held(members: QuerySet[Member]) -> QuerySet[Member]:
-    """Read each member's tier status in the same query, for `tier_current` (a sale's buyer, read by the API)."""
-    return members.annotate(held_tier_id=F("tier_status__tier_id"), held_tier_until=F("tier_status__invited_until"))
+    """Read each member's tier status in the same query, so `tier_current` and `tier_progress` need not read it."""
+    return members.annotate(
+        held_tier_id=F("tier_status__tier_id"),
+        held_tier_until=F("tier_status__invited_until"),
+        held_tier_missed_since=F("tier_status__missed_since"),
+    )
 
 
 def _forget_held(member: Member) -> None:
@@ -246,20 +250,26 @@ def _forget_held(member: Member) -> None:
         member.__dict__.pop(name, None)
 
 
+def _status(member: Member) -> MemberTier:
+    """Return the member's tier status, as read `with_tier_held` or else from the database; blank at the base level."""
+    if hasattr(member, HELD[0]):
+        held = {"tier_id": member.held_tier_id, "invited_until": member.held_tier_until}  # type: ignore[attr-defined]
+        return MemberTier(member_id=member.pk, missed_since=member.held_tier_missed_since, **held)  # type: ignore[attr-defined]
+    # By id: MemberTier(member=...) would set the relation on the member as a side effect.
+    return MemberTier.objects.filter(member=member).first() or MemberTier(member_id=member.pk)
+
+
 def tier_current(member: Member, *, today: dt.date | None = None) -> Tier | None:
     """Return the member's tier; an invitation past its end no longer counts.
 
     A member read `with_tier_held` is not read again; a tier change through this module forgets what it held.
     """
-    if hasattr(member, HELD[0]):
-        status: tuple[int | None, dt.date | None] | None = (member.held_tier_id, member.held_tier_until)  # type: ignore[attr-defined]
-    else:
-        status = MemberTier.objects.filter(member=member).values_list("tier_id", "invited_until").first()
-    if status is None or status[0] is None:
+    status = _status(member)
+    if status.tier_id is None:
         return None
-    if status[1] is not None and status[1] < (today or _today()):
+    if status.invited_until is not None and status.invited_until < (today or _today()):
         return None
-    return config.tier(status[0])
+    return config.tier(status.tier_id)
 
 
 def tier_names(tier: Tier) -> dict[str, str | None]:
@@ -314,18 +324,16 @@ def _ref(tier: Tier | None) -> dict[str, object] | None:
     return None if tier is None else {"code": tier.code, "name": tier.name, "rank": tier.rank}
 
 
-def tier_progress(member: Member, *, today: dt.date | None = None, status: MemberTier | None = None) -> dict[str, object]:
+def tier_progress(member: Member, *, today: dt.date | None = None) -> dict[str, object]:
     """Say what the member needs, and by when, to reach the next tier and to keep the one they hold.
 
     `metric`, `value` and `window_ends_on` are the next tier's (at the top, the current one's);
     `needed_to_keep` counts by the current tier's own measure; `keep_by` is the last day to do it:
-    the end of an invitation, of a grace period or of a calendar-year window. `status` is the
-    member's tier row when the caller already read it.
+    the end of an invitation, of a grace period or of a calendar-year window.
     """
     programme = services.programme_get()
     today = today or _today(programme.tz)
-    if status is None:
-        status = MemberTier.objects.filter(member=member).first() or MemberTier(member=member)
+    status = _status(member)
     current, until = config.tier(status.tier_id) if status.tier_id else None, status.invited_until
     if until is not None and until < today:
         current = None

@@ -14,7 +14,7 @@ from members.api_problems import DuplicateProblemSerializer, problems
 from members.idempotency import idempotent_response
 from members.models import Member
 from rewards import selectors, services, tiers
-from rewards.models import LedgerEntry, Tier
+from rewards.models import LedgerEntry, PointsAccount, Tier
 
 
 class ExpirySerializer(serializers.Serializer):
@@ -77,12 +77,14 @@ class MemberSerializer(serializers.Serializer):
 MEMBER_ANSWER = MemberSerializer()
 
 
-def member_payload(member: Member, *, fetched_with_standing: bool = False) -> dict[str, object]:
-    if fetched_with_standing:
-        account, status = selectors.standing(member)
-    else:
-        account, status = selectors.account_for(member), None
-    progress = tiers.tier_progress(member, status=status)
+def members_read(members: QuerySet[Member]) -> QuerySet[Member]:
+    """Members with their balances and tier status in the same query, for answers that only read them."""
+    return tiers.with_tier_held(members.select_related("points"))
+
+
+def member_payload(member: Member, *, account: PointsAccount | None = None) -> dict[str, object]:
+    account = account or selectors.account_for(member)
+    progress = tiers.tier_progress(member)
     return MEMBER_ANSWER.to_representation(
         {
             **{field: getattr(member, field) for field in ("member_number", "card_code", "name", "email", "birthday")},
@@ -179,15 +181,15 @@ class MemberLookupApi(APIView):
             except DjangoValidationError as error:
                 raise serializers.ValidationError(error.message_dict) from None
         members = Member.objects.with_email(value) if field == "email" else Member.objects.filter(**{LOOKUPS[field]: value})
-        member = get_object_or_404(members.select_related(*selectors.STANDING))
-        return Response(member_payload(member, fetched_with_standing=True))
+        member = get_object_or_404(members_read(members))
+        return Response(member_payload(member, account=selectors.account_fetched(member)))
 
 
 class MemberDetailApi(APIView):
     @extend_schema(operation_id="members_retrieve", responses={200: MemberSerializer, **problems(404)})
     def get(self, request: Request, member_number: str) -> Response:
-        member = get_object_or_404(Member.objects.select_related(*selectors.STANDING), member_number=member_number)
-        return Response(member_payload(member, fetched_with_standing=True))
+        member = get_object_or_404(members_read(Member.objects), member_number=member_number)
+        return Response(member_payload(member, account=selectors.account_fetched(member)))
 
 
 class LedgerEntrySerializer(serializers.Serializer):
