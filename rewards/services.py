@@ -326,8 +326,7 @@ def _credit(
     entry.occurred_at, entry.created_at = earned_at, now
     if not pending and account.owed:
         lot.save(force_insert=True)
-        entry.lot = lot
-        entry.save(force_insert=True)
+        entry.save(force_insert=True)  # takes the lot's new id
         account.available += points
         _repay_owed(account, now)
         account.lifetime_earned += points
