@@ -222,6 +222,12 @@ WHITENOISE_AUTOREFRESH = DEBUG
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Files uploaded for import wait here for the worker: the web and the worker must share the
+    # folder (or point this at object storage). Nothing serves it: the files hold phone numbers.
+    "imports": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env.str("IMPORTS_ROOT", default=str(DATA_DIR / "imports"))},
+    },
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
         if LOCAL
@@ -306,6 +312,11 @@ CELERY_BEAT_SCHEDULE = {
     "rewards: evaluate tiers": {
         "task": "rewards.tasks.evaluate_tiers",
         "schedule": crontab(minute="30", hour="2"),
+    },
+    # Uploaded files hold phone numbers: those never imported go after a week.
+    "rewards: forget import files": {
+        "task": "rewards.tasks.forget_import_files",
+        "schedule": crontab(minute="45", hour="2"),
     },
     # Messages go out in the morning, not in the night.
     "rewards: birthday bonuses": {

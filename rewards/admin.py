@@ -4,9 +4,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -16,6 +18,7 @@ from members.models import Store
 from rewards import catalog, imports, services, tiers
 from rewards.explanations import explain_stamps
 from rewards.models import (
+    HistoryImport,
     JobRun,
     LedgerEntry,
     MemberTier,
@@ -241,7 +244,7 @@ class ReturnInline(ReadOnlyMixin, admin.TabularInline):
 
 
 class ImportForm(forms.Form):
-    kind = forms.ChoiceField(label=_("What the file holds"), choices=[("purchases", _("Purchases")), ("members", _("Members"))])
+    kind = forms.ChoiceField(label=_("What the file holds"), choices=HistoryImport.Kind.choices)
     file = forms.FileField(label=_("CSV or XLSX file"))
     store = forms.ModelChoiceField(
         label=_("Store"), queryset=Store.objects.all(), required=False, help_text=_("For purchase rows without a store column.")
@@ -249,6 +252,16 @@ class ImportForm(forms.Form):
     create_members = forms.BooleanField(label=_("Enrol unknown phone numbers and e-mails"), required=False)
     skip_invalid = forms.BooleanField(label=_("Import the good rows even if some are bad"), required=False)
     dry_run = forms.BooleanField(label=_("Only check the file"), required=False, initial=True)
+
+    def clean(self) -> dict[str, object]:
+        cleaned = super().clean()
+        upload = cleaned.get("file")
+        if upload and cleaned.get("kind"):
+            try:  # a file no worker could read is refused at once, not after a wait
+                imports.history_file_check(cleaned["kind"], upload, store=cleaned.get("store"))
+            except imports.ImportFileError as error:
+                self.add_error("file", str(error))
+        return cleaned
 
 
 @admin.register(Purchase)
@@ -265,33 +278,123 @@ class PurchaseAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return [path("import/", self.admin_site.admin_view(self.import_view), name="rewards_import"), *super().get_urls()]
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        """Import history with the same checks as the command, and show the report."""
+        """Take a file to check or import; a worker does it, and the import's page shows the report."""
         if not request.user.has_perm("rewards.import_history"):
             raise PermissionDenied
         form = ImportForm(request.POST or None, request.FILES or None)
-        report = None
         if form.is_valid():
-            upload = form.cleaned_data["file"]
-            try:
-                if form.cleaned_data["kind"] == "members":
-                    header, rows = imports.read_rows(upload.name, upload)
-                    report = imports.import_members(
-                        rows, header, dry_run=form.cleaned_data["dry_run"], skip_invalid=form.cleaned_data["skip_invalid"]
-                    )
-                else:
-                    report = imports.import_purchases(
-                        upload.name,
-                        upload,
-                        store=form.cleaned_data["store"],
-                        create_members=form.cleaned_data["create_members"],
-                        dry_run=form.cleaned_data["dry_run"],
-                        skip_invalid=form.cleaned_data["skip_invalid"],
-                    )
-            except imports.ImportFileError as error:
-                form.add_error("file", str(error))
-        context = {**self.admin_site.each_context(request), "title": _("Import history"), "form": form, "report": report}
+            run = imports.history_import_request(
+                kind=form.cleaned_data["kind"],
+                upload=form.cleaned_data["file"],
+                by=request.user,
+                store=form.cleaned_data["store"],
+                create_members=form.cleaned_data["create_members"],
+                skip_invalid=form.cleaned_data["skip_invalid"],
+                dry_run=form.cleaned_data["dry_run"],
+            )
+            return HttpResponseRedirect(reverse("admin:rewards_historyimport_change", args=[run.pk]))
+        context = {**self.admin_site.each_context(request), "title": _("Import history"), "form": form}
         context["opts"] = self.model._meta
         return TemplateResponse(request, "admin/rewards/import.html", context)
+
+
+@admin.register(HistoryImport)
+class HistoryImportAdmin(admin.ModelAdmin):
+    """Every file uploaded for import, who sent it, and what became of it. Read-only: a worker writes it."""
+
+    list_display = ["requested_at", "file_name", "dry_run", "status", "summary"]
+    list_filter = ["status", "kind", "dry_run"]
+    fields = [
+        "file_name",
+        "kind",
+        "store",
+        "dry_run",
+        "skip_invalid",
+        "create_members",
+        "status",
+        "requested_by",
+        "requested_at",
+        "started_at",
+        "finished_at",
+        "outcome",
+    ]
+    readonly_fields = fields
+    change_form_template = "admin/rewards/historyimport/change_form.html"
+
+    def _allowed(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("rewards.import_history")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._allowed(request)
+
+    def has_view_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return self._allowed(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # through the upload form
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: HistoryImport | None = None) -> bool:
+        return self._allowed(request) and not (obj and obj.pending)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[HistoryImport]) -> None:
+        for run in queryset.exclude(status__in=[HistoryImport.Status.QUEUED, HistoryImport.Status.RUNNING]):
+            self.delete_model(request, run)
+
+    def delete_model(self, request: HttpRequest, obj: HistoryImport) -> None:
+        name = obj.file.name
+        obj.delete()
+        if name and not HistoryImport.objects.filter(file=name).exists():
+            obj.file.storage.delete(name)  # the file holds phone numbers and e-mails: gone with its last record
+
+    @admin.display(description=_("summary"))
+    def summary(self, obj: HistoryImport) -> str:
+        if obj.error:
+            return obj.error
+        report = obj.report
+        if not report:
+            return ""
+        if obj.kind == HistoryImport.Kind.MEMBERS:
+            return _("%(rows)s rows, %(invalid)s to fix, %(created)s new members, %(updated)s updated") % {
+                "rows": report["rows"],
+                "invalid": report["invalid"],
+                "created": report["members_created"],
+                "updated": report["members_updated"],
+            }
+        return _("%(rows)s rows, %(invalid)s to fix, %(created)s purchases recorded") % {
+            "rows": report["rows"],
+            "invalid": report["invalid"],
+            "created": report["purchases_created"],
+        }
+
+    @admin.display(description=_("outcome"))
+    def outcome(self, obj: HistoryImport) -> str:
+        return render_to_string("admin/rewards/historyimport/outcome.html", {"run": obj})
+
+    def get_urls(self) -> list[URLPattern]:
+        follow = path("<int:pk>/import/", self.admin_site.admin_view(self.follow_view), name="rewards_historyimport_follow")
+        return [follow, *super().get_urls()]
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, object] | None = None
+    ) -> HttpResponse:
+        run = self.get_object(request, object_id)
+        extra = {**(extra_context or {}), "can_follow": bool(run) and imports.history_import_can_follow(run)}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def follow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Import for real the file of a clean dry run."""
+        if request.method != "POST" or not self._allowed(request):
+            raise PermissionDenied
+        run = get_object_or_404(HistoryImport, pk=pk)
+        try:
+            again = imports.history_import_again(run, by=request.user)
+        except ValueError:
+            self.message_user(request, _("This file cannot be imported from here: check it again."), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:rewards_historyimport_change", args=[run.pk]))
+        return HttpResponseRedirect(reverse("admin:rewards_historyimport_change", args=[again.pk]))
 
 
 @admin.register(Return)

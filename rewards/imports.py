@@ -7,8 +7,11 @@ re-run of the same file changes nothing.
 """
 
 import csv
+import dataclasses
 import datetime as dt
+import functools
 import io
+import logging
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,16 +19,21 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.db import connection, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from members import services as member_services
-from members.models import Member, Store
+from members.models import Member, Store, User
 from rewards import bulk, services
+from rewards.models import HistoryImport
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 5000
 
@@ -128,6 +136,15 @@ def _require(header: list[str], needed: set[str]) -> None:
     missing = needed - set(header)
     if missing:
         raise ImportFileError(_("Missing columns: %(columns)s") % {"columns": ", ".join(sorted(missing))})
+
+
+def _require_purchase_columns(header: list[str], *, store: Store | None) -> None:
+    _require(header, {"member_ref", "occurred_at", "amount"} | (set() if store else {"store"}))
+
+
+def _require_member_columns(header: list[str]) -> None:
+    if not {"phone", "email", "external_ref"} & set(header):
+        raise ImportFileError(_("Missing columns: at least one of external_ref, phone, email"))
 
 
 def parse_moment(value: str, tz: zoneinfo.ZoneInfo) -> dt.datetime:
@@ -370,7 +387,7 @@ def import_purchases(
             progress(PHASES[0])
             header = _copy_file(cursor, path, stream)
             progress(PHASES[1])
-            _require(header, {"member_ref", "occurred_at", "amount"} | (set() if store else {"store"}))
+            _require_purchase_columns(header, store=store)
             cursor.execute(PARSERS)
             columns = {
                 key: _column(header, name)
@@ -409,7 +426,9 @@ def import_purchases(
                 "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created AND NOT conflict), "
                 "count(*) FILTER (WHERE conflict), COALESCE(SUM(points) FILTER (WHERE created), 0) FROM bulk_sale"
             )
-            report.purchases_created, report.purchases_replayed, report.conflicts, report.points_awarded = cursor.fetchone()
+            created, replayed, conflicts, points = cursor.fetchone()
+            report.purchases_created, report.purchases_replayed, report.conflicts = created, replayed, conflicts
+            report.points_awarded = int(points)  # a SQL sum arrives as Decimal
     except _Rollback:
         return report
     # Points past their validity were written expired; anything else due (here or elsewhere) is settled now.
@@ -472,8 +491,7 @@ def import_members(
     rows: Iterable[tuple[int, dict[str, str]]], header: list[str], *, dry_run: bool = False, skip_invalid: bool = False
 ) -> ImportReport:
     """Create or update members (matched by external ref, phone or e-mail) with opening balances."""
-    if not {"phone", "email", "external_ref"} & set(header):
-        raise ImportFileError(_("Missing columns: at least one of external_ref, phone, email"))
+    _require_member_columns(header)
     report = ImportReport()
     tz = services.programme_get().tz
     parsed: list[tuple[int, dict[str, object], int, dt.datetime | None]] = []
@@ -563,3 +581,159 @@ def _write_members(
         ]
     )
     services.points_expire_due()
+
+
+# --- in the background ---------------------------------------------------------------------
+#
+# A file uploaded in the admin is imported by a worker: a million rows take longer than a web
+# request may last, and a worker killed mid-way leaves nothing written (one transaction), so the
+# task delivered again simply runs the import again.
+
+
+def history_import_request(
+    *,
+    kind: str,
+    upload: File,
+    by: User,
+    store: Store | None = None,
+    create_members: bool = False,
+    skip_invalid: bool = False,
+    dry_run: bool = True,
+) -> HistoryImport:
+    """Keep the uploaded file and queue its check or import for a worker."""
+    run = HistoryImport(
+        kind=kind,
+        file_name=(upload.name or "")[-255:],
+        store=store,
+        create_members=create_members,
+        skip_invalid=skip_invalid,
+        dry_run=dry_run,
+        language=translation.get_language() or settings.LANGUAGE_CODE,
+        requested_by=by,
+    )
+    run.file.save(run.file_name, upload, save=False)
+    run.save()
+    _queue(run)
+    return run
+
+
+def history_file_check(kind: str, upload: File, *, store: Store | None) -> None:
+    """Raise `ImportFileError` now for a file no worker could read, or that lacks a needed column."""
+    header, _rows = read_rows(upload.name or "", upload)
+    upload.seek(0)
+    if kind == HistoryImport.Kind.MEMBERS:
+        _require_member_columns(header)
+    else:
+        _require_purchase_columns(header, store=store)
+
+
+def history_import_again(run: HistoryImport, *, by: User) -> HistoryImport:
+    """Import for real the file of a dry run that found no bad rows."""
+    if not history_import_can_follow(run):
+        raise ValueError("only a clean dry run whose file is kept, and not yet imported, can be imported")
+    again = HistoryImport.objects.create(
+        kind=run.kind,
+        file=run.file.name,
+        file_name=run.file_name,
+        store=run.store,
+        create_members=run.create_members,
+        skip_invalid=False,
+        dry_run=False,
+        language=translation.get_language() or run.language,
+        requested_by=by,
+    )
+    _queue(again)
+    return again
+
+
+def history_import_can_follow(run: HistoryImport) -> bool:
+    """Whether a real import of this run's file may be asked for: a dry run that found nothing wrong."""
+    return (
+        run.dry_run
+        and run.status == HistoryImport.Status.DONE
+        and bool(run.file)
+        and not run.report.get("invalid")
+        and not HistoryImport.objects.filter(file=run.file.name, dry_run=False).exists()
+    )
+
+
+def _queue(run: HistoryImport) -> None:
+    from rewards.tasks import import_history  # tasks import this module
+
+    transaction.on_commit(functools.partial(import_history.delay, run.pk), robust=True)
+
+
+# Held by the worker importing a file, for as long as it runs: a second delivery of the same task
+# finds it taken and stops, and a lock held by a worker that died is released with its connection.
+RUN_LOCK = "SELECT pg_try_advisory_lock(hashtext('rewards.history_import'), %s)"
+RUN_UNLOCK = "SELECT pg_advisory_unlock(hashtext('rewards.history_import'), %s)"
+
+
+def history_import_run(import_id: int) -> None:
+    """Check or import one uploaded file, and keep its report (the worker's side of the admin upload)."""
+    with connection.cursor() as cursor:
+        cursor.execute(RUN_LOCK, [import_id])
+        if not cursor.fetchone()[0]:
+            return
+    try:
+        run = HistoryImport.objects.filter(pk=import_id).first()
+        if run is None or not run.pending:
+            return
+        HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.RUNNING, started_at=timezone.now())
+        with translation.override(run.language):
+            outcome = _history_import_outcome(run)
+        HistoryImport.objects.filter(pk=run.pk).update(finished_at=timezone.now(), **outcome)
+        if outcome.get("report", {}).get("written"):
+            # Written: the file (phone numbers, e-mails) is not kept, for this run or the dry run before it.
+            name = run.file.name
+            run.file.storage.delete(name)
+            HistoryImport.objects.filter(file=name).update(file="")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(RUN_UNLOCK, [import_id])
+
+
+# A file that was only checked, or failed, is kept this long for "Import this file now", then deleted.
+UNIMPORTED_FILES_KEPT = dt.timedelta(days=7)
+
+
+def history_files_forget_due(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Delete the uploaded files that no import wrote once they are a week old (the clock's daily job)."""
+    cutoff = (now or timezone.now()) - UNIMPORTED_FILES_KEPT
+    pending = [HistoryImport.Status.QUEUED, HistoryImport.Status.RUNNING]
+    stale = HistoryImport.objects.filter(requested_at__lt=cutoff).exclude(file="").exclude(status__in=pending)
+    # A re-import queued from an old dry run still needs its file.
+    names = set(stale.values_list("file", flat=True)) - set(
+        HistoryImport.objects.filter(status__in=pending).values_list("file", flat=True)
+    )
+    storage = HistoryImport._meta.get_field("file").storage
+    for name in names:
+        storage.delete(name)
+    HistoryImport.objects.filter(file__in=names).update(file="")
+    return {"files": len(names)}
+
+
+def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
+    options = {"dry_run": run.dry_run, "skip_invalid": run.skip_invalid}
+    try:
+        with run.file.open("rb") as stream:
+            if run.kind == HistoryImport.Kind.MEMBERS:
+                header, rows = read_rows(run.file_name, stream)
+                report = import_members(rows, header, **options)
+            else:
+                report = import_purchases(run.file_name, stream, store=run.store, create_members=run.create_members, **options)
+    except ImportFileError as error:
+        return {"status": HistoryImport.Status.FAILED, "error": str(error)}
+    except FileNotFoundError:
+        return {"status": HistoryImport.Status.FAILED, "error": _("The file is no longer kept. Upload it again.")}
+    except Exception:
+        logger.exception("history import %s failed", run.pk)
+        message = _(
+            "The import stopped on an unexpected error, logged for the developers. "
+            "Importing the same file again is safe: nothing is counted twice."
+        )
+        return {"status": HistoryImport.Status.FAILED, "error": message}
+    answer = dataclasses.asdict(report)
+    answer["errors"] = [{"line": error.line, "message": error.message} for error in report.errors]
+    answer["invalid"] = max(report.invalid, len(report.errors))  # members' checks count only what they list
+    return {"status": HistoryImport.Status.DONE, "report": answer}

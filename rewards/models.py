@@ -985,3 +985,70 @@ class JobRun(models.Model):
     @property
     def duration(self) -> dt.timedelta | None:
         return self.finished_at - self.started_at if self.finished_at else None
+
+
+# --- history imports ----------------------------------------------------------------------
+
+
+def imports_storage():  # type: ignore[no-untyped-def]
+    """Where uploaded history waits for the worker: a storage of its own, never served on the web."""
+    from django.core.files.storage import storages
+
+    return storages["imports"]
+
+
+class HistoryImport(models.Model):
+    """A file of members or purchases uploaded in the admin, checked and imported by a worker.
+
+    The file is kept until an import writes it (a dry run keeps it, for "Import this file now"),
+    then deleted: it holds phone numbers and e-mail addresses. The report stays.
+    """
+
+    class Kind(models.TextChoices):
+        PURCHASES = "purchases", _("Purchases")
+        MEMBERS = "members", _("Members")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Waiting for a worker")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    kind = models.CharField(_("what the file holds"), max_length=10, choices=Kind.choices)
+    file = models.FileField(_("file"), upload_to="history/%Y/%m/", storage=imports_storage, blank=True)
+    file_name = models.CharField(_("file name"), max_length=255)
+    store = models.ForeignKey(
+        Store,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("store"),
+        help_text=_("For purchase rows without a store column."),
+    )
+    create_members = models.BooleanField(_("enrol unknown phone numbers and e-mails"), default=False)
+    skip_invalid = models.BooleanField(_("import the good rows even if some are bad"), default=False)
+    dry_run = models.BooleanField(_("only check the file"), default=True)
+    # The messages of the report are written in the language of whoever asked for it.
+    language = models.CharField(_("language"), max_length=10)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
+    report = models.JSONField(_("report"), default=dict, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("requested by")
+    )
+    requested_at = models.DateTimeField(_("requested"), default=timezone.now)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-pk"]
+        verbose_name = _("history import")
+        verbose_name_plural = _("history imports")
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.requested_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def pending(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)

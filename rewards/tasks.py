@@ -1,9 +1,10 @@
-"""The programme clock. Tasks take no arguments but ids, call one service through `job_run`, and are idempotent."""
+"""Celery tasks. They take no arguments but ids and are idempotent: the programme clock's jobs, each
+through `job_run`, and the admin's history imports."""
 
 from celery import shared_task
 
 from members import notifications
-from rewards import catalog, lifecycle, services, tiers
+from rewards import catalog, imports, lifecycle, services, tiers
 from rewards.clock import job_run
 
 
@@ -50,3 +51,13 @@ def evaluate_tiers() -> dict[str, int]:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def requeue_notifications() -> dict[str, int]:
     return job_run("requeue_notifications", notifications.notifications_requeue_stale)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def import_history(import_id: int) -> None:
+    imports.history_import_run(import_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def forget_import_files() -> dict[str, int]:
+    return job_run("forget_import_files", imports.history_files_forget_due)

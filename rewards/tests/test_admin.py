@@ -194,28 +194,6 @@ def test_terms_are_versioned_with_a_text_per_language(admin_client):
     assert services.terms_current(at=published + dt.timedelta(seconds=1)) == terms
 
 
-def test_programme_admins_import_history_from_the_admin(admin_client, store, member):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    from rewards.models import Purchase
-
-    csv = f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\nnobody,20260301,10\n".encode()
-    url = reverse("admin:rewards_import")
-    assert "Import history" in admin_client.get(reverse("admin:rewards_purchase_changelist")).text
-
-    report = admin_client.post(url, {"kind": "purchases", "store": store.pk, "file": SimpleUploadedFile("p.csv", csv)})
-    assert report.status_code == 200
-    assert "line 3" in report.text
-    assert "Nothing was written" in report.text
-    assert not Purchase.objects.exists()
-
-    done = admin_client.post(
-        url, {"kind": "purchases", "store": store.pk, "skip_invalid": "on", "file": SimpleUploadedFile("p.csv", csv)}
-    )
-    assert "The file was imported." in done.text
-    assert Purchase.objects.count() == 1
-
-
 def test_a_cashier_cannot_import(client, roles, store):
     client.force_login(UserFactory(role="Cashier", is_staff=True))
     assert client.get(reverse("admin:rewards_import")).status_code == 403

@@ -1,0 +1,230 @@
+"""History uploaded in the admin is checked and imported by a worker, with the report on its own page."""
+
+import datetime as dt
+import logging
+
+import psycopg
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone, translation
+
+from members.models import Member
+from members.tests.factories import UserFactory
+from rewards import imports, tasks
+from rewards.models import HistoryImport, LedgerEntry, Purchase
+
+
+@pytest.fixture
+def upload(admin_client, store, django_capture_on_commit_callbacks):
+    """Send a file through the admin's form and let the (eager) worker run it; return the run and its page."""
+
+    def send(text: str, *, name: str = "history.csv", client=admin_client, **options: str):
+        data = {"kind": "purchases", "store": store.pk, "file": SimpleUploadedFile(name, text.encode()), **options}
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(reverse("admin:rewards_import"), data)
+        if response.status_code != 302:
+            return None, response
+        run = HistoryImport.objects.latest("pk")
+        return run, client.get(response.url)
+
+    return send
+
+
+def test_a_clean_dry_run_is_imported_from_its_page_and_the_file_is_not_kept(
+    rules, store, member, admin_client, upload, import_storage, django_capture_on_commit_callbacks
+):
+    text = f"member_ref,occurred_at,amount,receipt_number\n{member.member_number},20260301,25.00,OLD-1\n"
+    checked, page = upload(text, dry_run="on")
+
+    assert checked.status == HistoryImport.Status.DONE
+    assert checked.dry_run
+    assert checked.report["rows"] == 1
+    assert checked.report["invalid"] == 0
+    assert not checked.report["written"]
+    assert "Checked only: nothing was written." in page.text
+    assert "Import this file now" in page.text
+    assert not Purchase.objects.exists()
+    assert (import_storage / checked.file.name).exists()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        followed = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[checked.pk]))
+    imported = HistoryImport.objects.latest("pk")
+    assert followed.url == reverse("admin:rewards_historyimport_change", args=[imported.pk])
+    assert imported.status == HistoryImport.Status.DONE
+    assert not imported.dry_run
+    assert imported.report["purchases_created"] == 1
+    assert imported.report["written"]
+    assert "The file was imported." in admin_client.get(followed.url).text
+    purchase = Purchase.objects.get()
+    assert purchase.receipt_number == "OLD-1"
+    assert purchase.member == member
+    assert LedgerEntry.objects.filter(purchase=purchase, kind="earn").count() == 1
+
+    # The file held phone numbers: gone once written, and the dry run no longer offers to import it.
+    assert not any(import_storage.rglob("*.csv"))
+    checked.refresh_from_db()
+    assert not checked.file
+    assert not imported.file
+    assert "Import this file now" not in admin_client.get(reverse("admin:rewards_historyimport_change", args=[checked.pk])).text
+    again = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[checked.pk]))
+    assert again.url == reverse("admin:rewards_historyimport_change", args=[checked.pk])
+    assert HistoryImport.objects.count() == 2
+    assert Purchase.objects.count() == 1
+
+
+def test_bad_rows_are_listed_by_line_and_cannot_be_imported_from_the_page(rules, store, member, admin_client, upload):
+    number = member.member_number
+    text = f"member_ref,occurred_at,amount\n{number},20260301,10\nnobody,20260301,10\n{number},someday,10\n"
+    run, page = upload(text, dry_run="on")
+
+    assert run.report["invalid"] == 2
+    assert [error["line"] for error in run.report["errors"]] == [3, 4]
+    assert "line 3: No member matches “nobody”." in page.text
+    assert "2 rows to fix" in page.text
+    assert "Import this file now" not in page.text
+    refused = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[run.pk]))
+    assert refused.status_code == 302
+    assert HistoryImport.objects.count() == 1
+    assert not Purchase.objects.exists()
+
+
+def test_an_import_without_skipping_bad_rows_writes_nothing_and_says_so(rules, store, member, upload):
+    run, page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\nnobody,20260301,10\n")
+    assert not run.dry_run
+    assert run.status == HistoryImport.Status.DONE
+    assert "Nothing was written" in page.text
+    assert not Purchase.objects.exists()
+
+    skipped, page = upload(
+        f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\nnobody,20260301,10\n", skip_invalid="on"
+    )
+    assert skipped.report["purchases_created"] == 1
+    assert "The file was imported." in page.text
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("history.txt", "member_ref,occurred_at,amount\n", "Use a .csv or .xlsx file."),
+        ("history.csv", "member_ref,amount\nx,1\n", "Missing columns: occurred_at"),
+        ("history.csv", "", "The submitted file is empty."),
+        ("history.csv", "\n\n", "The file is empty: the first row must name the columns."),
+    ],
+)
+def test_a_file_no_worker_could_read_is_refused_at_once(rules, store, upload, name, text, message):
+    run, response = upload(text, name=name)
+    assert run is None
+    assert response.status_code == 200
+    assert message in response.text
+    assert not HistoryImport.objects.exists()
+
+
+def test_members_import_in_the_background_too(rules, admin_client, store, django_capture_on_commit_callbacks):
+    data = {"kind": "members", "file": SimpleUploadedFile("m.csv", b"phone,name\n13900139000,Li Na\n")}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:rewards_import"), data)
+    run = HistoryImport.objects.get()
+    assert response.url == reverse("admin:rewards_historyimport_change", args=[run.pk])
+    assert run.report["members_created"] == 1
+    assert run.report["written"]
+    assert Member.objects.get(phone="+8613900139000").name == "Li Na"
+
+
+def test_the_report_is_in_the_language_of_whoever_asked(rules, store, admin_client, upload):
+    admin_client.cookies["django_language"] = "zh-hans"
+    run, _page = upload("member_ref,occurred_at,amount\nnobody,20260301,10\n", dry_run="on")
+    with translation.override("zh-hans"):
+        expected = translation.gettext("No member matches “%(ref)s”.") % {"ref": "nobody"}
+    assert expected != "No member matches “nobody”."
+    assert run.language == "zh-hans"
+    assert run.report["errors"][0]["message"] == expected
+
+
+def test_a_second_delivery_waits_for_nothing_and_a_finished_run_is_not_run_again(rules, store, member, admin_client):
+    run = imports.history_import_request(
+        kind="purchases",
+        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
+        by=UserFactory(),
+        store=store,
+        dry_run=False,
+    )
+    # Another worker holds the run: this delivery leaves it alone.
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"], port=settings["PORT"] or None, autocommit=True
+    ) as other:
+        other.execute(imports.RUN_LOCK, [run.pk])
+        imports.history_import_run(run.pk)
+        run.refresh_from_db()
+        assert run.status == HistoryImport.Status.QUEUED
+        assert not Purchase.objects.exists()
+    imports.history_import_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == HistoryImport.Status.DONE
+    assert Purchase.objects.count() == 1
+    finished = run.finished_at
+    imports.history_import_run(run.pk)
+    run.refresh_from_db()
+    assert run.finished_at == finished
+    assert Purchase.objects.count() == 1
+
+
+def test_an_unexpected_error_is_a_failed_run_and_logged(rules, store, member, upload, monkeypatch, caplog):
+    real = imports.import_purchases
+
+    def broken(*args, **kwargs):
+        real(*args, **kwargs)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(imports, "import_purchases", broken)
+    with caplog.at_level(logging.ERROR, logger="rewards.imports"):
+        run, page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    assert run.status == HistoryImport.Status.FAILED
+    assert "unexpected error" in run.error
+    assert run.error in page.text
+    assert "disk full" in caplog.text
+    assert run.file  # kept: nothing was written
+
+
+def test_deleting_a_run_deletes_its_file(rules, store, member, admin_client, upload, import_storage):
+    run, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    assert any(import_storage.rglob("*.csv"))
+    response = admin_client.post(reverse("admin:rewards_historyimport_delete", args=[run.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not HistoryImport.objects.exists()
+    assert not any(import_storage.rglob("*.csv"))
+
+
+def test_only_those_who_may_import_see_the_imports(rules, roles, store, client, upload):
+    run, _page = upload("member_ref,occurred_at,amount\nnobody,20260301,10\n", dry_run="on")
+    client.force_login(UserFactory(role="Store manager", stores=[store], is_staff=True))
+    assert client.get(reverse("admin:rewards_historyimport_changelist")).status_code == 403
+    assert client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).status_code == 403
+    assert client.post(reverse("admin:rewards_historyimport_follow", args=[run.pk])).status_code == 403
+    client.force_login(UserFactory(role="Programme admin", is_staff=True))
+    assert client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).status_code == 200
+
+
+def test_files_never_imported_are_deleted_after_a_week(rules, store, member, upload, import_storage):
+    text = f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n"
+    old, _page = upload(text, name="old.csv", dry_run="on")
+    fresh, _page = upload(text, name="fresh.csv", dry_run="on")
+    HistoryImport.objects.filter(pk=old.pk).update(requested_at=timezone.now() - dt.timedelta(days=8))
+    waiting = HistoryImport.objects.create(
+        kind="purchases", file=old.file.name, file_name="old.csv", store=store, dry_run=False, language="en"
+    )
+
+    # An import of the old file waits for a worker: the file stays.
+    assert imports.history_files_forget_due() == {"files": 0}
+    assert (import_storage / old.file.name).exists()
+
+    HistoryImport.objects.filter(pk=waiting.pk).delete()
+    assert imports.history_files_forget_due() == {"files": 1}
+    old.refresh_from_db()
+    fresh.refresh_from_db()
+    assert not old.file
+    assert sorted(path.name for path in import_storage.rglob("*.csv")) == ["fresh.csv"]
+    assert fresh.file
+    assert tasks.forget_import_files() == {"files": 0}
