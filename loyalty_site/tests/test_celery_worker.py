@@ -92,6 +92,9 @@ def test_a_file_uploaded_in_the_admin_is_imported_by_a_real_worker(rules, store,
     monkeypatch.setitem(current_app.conf, "task_always_eager", False)
     monkeypatch.setitem(current_app.conf, "broker_transport_options", filesystem_transport_options(tmp_path / "broker"))
     monkeypatch.setitem(current_app.conf, "broker_url", "filesystem://")
+    # The app keeps the connection and producer pools it made for an earlier test: this one's broker needs new ones.
+    monkeypatch.setattr(current_app, "_pool", None)
+    monkeypatch.setattr(current_app.amqp, "_producer_pool", None)
     with real_worker(tmp_path / "broker", IMPORTS_ROOT=str(folder)) as output:
         run = imports.history_import_request(
             kind="purchases",

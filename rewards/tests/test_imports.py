@@ -281,3 +281,109 @@ def test_verbosity_2_tells_how_long_each_phase_took(rules, store, known, tmp_pat
     out, _err = run(str(path), "--store", store.code, "--verbosity", "2")
     phases = [line.split(":")[0] for line in out.splitlines() if line.endswith(" s")]
     assert phases == ["reading the file", "checking every row", "recording purchases", "settling old points"]
+
+
+def _chunk_file(tmp_path: Path, members: list[Member]) -> Path:
+    recent = (timezone.localdate() - dt.timedelta(days=3)).strftime("%Y%m%d")
+    a, b, c = (m.member_number for m in members)
+    return write_csv(
+        tmp_path,
+        f"""
+member_ref,occurred_at,amount,receipt_number,category
+{a},{recent},10,A-1,coffee
+{a},{recent},12,A-2,
+{a},20200105,30,A-3,
+{b},{recent},8,B-1,
+{c},{recent},20,C-1,
+{c},{recent},20,C-1,
+,{recent},5,ANON-1,
+""",
+    )
+
+
+def _ledger_state() -> tuple[object, ...]:
+    from rewards.models import PointsAccount
+
+    return (
+        sorted(PointsAccount.objects.values_list("member_id", "available", "pending", "lifetime_earned")),
+        sorted(LedgerEntry.objects.values_list("account_id", "kind", "points", "purchase__receipt_number")),
+        sorted(Purchase.objects.values_list("receipt_number", "member_id", "points_earned")),
+    )
+
+
+def test_writing_a_chunk_of_members_at_a_time_changes_nothing_in_the_outcome(rules, store, tmp_path, monkeypatch):
+    import dataclasses
+
+    from django.db import connection, transaction
+
+    from members.tests.factories import MemberFactory
+    from rewards import imports
+
+    members = sorted(MemberFactory.create_batch(3), key=lambda m: m.pk)
+    path = _chunk_file(tmp_path, members)
+    chunks: list[set[int | None]] = []
+    real = imports._write_chunk
+
+    def watched(run, chunk, report):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT member_id FROM rewards_import_staging WHERE run = %s AND chunk = %s", [run, chunk])
+            chunks.append({member_id for (member_id,) in cursor.fetchall()})
+        real(run, chunk, report)
+
+    monkeypatch.setattr(imports, "_write_chunk", watched)
+    outcomes = {}
+    for rows in (1, 10_000):
+        monkeypatch.setattr(imports, "WRITE_CHUNK_ROWS", rows)
+        chunks.clear()
+        with transaction.atomic():
+            report = imports.import_purchases(path, store=store)
+            outcomes[rows] = (_ledger_state(), dataclasses.asdict(report), ledger_drift())
+            transaction.set_rollback(True)
+        # Each member's rows in one chunk, chunks in member order (the anonymous sale last).
+        if rows == 1:
+            assert chunks == [{members[0].pk}, {members[1].pk}, {members[2].pk}, {None}]
+        else:
+            assert chunks == [{members[0].pk, members[1].pk, members[2].pk, None}]
+
+    assert outcomes[1] == outcomes[10_000]
+    assert outcomes[1][1]["purchases_created"] == 6
+    assert outcomes[1][1]["purchases_replayed"] == 1
+    assert outcomes[1][2] == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM rewards_import_staging")
+        assert cursor.fetchone() == (0,)
+
+
+def test_an_import_stopped_part_way_is_completed_by_running_the_file_again(rules, store, tmp_path, monkeypatch):
+    from django.db import connection
+
+    from members.tests.factories import MemberFactory
+    from rewards import imports
+
+    members = sorted(MemberFactory.create_batch(3), key=lambda m: m.pk)
+    path = _chunk_file(tmp_path, members)
+    monkeypatch.setattr(imports, "WRITE_CHUNK_ROWS", 1)
+    real, calls = imports._write_chunk, []
+
+    def fails_on_the_second_chunk(run, chunk, report):
+        calls.append(chunk)
+        if len(calls) == 2:
+            raise OSError("the worker was stopped")
+        real(run, chunk, report)
+
+    monkeypatch.setattr(imports, "_write_chunk", fails_on_the_second_chunk)
+    with pytest.raises(OSError, match="stopped"):
+        imports.import_purchases(path, store=store)
+    # The first chunk (the first member's three sales) stands; nothing of the others.
+    assert set(Purchase.objects.values_list("receipt_number", flat=True)) == {"A-1", "A-2", "A-3"}
+    assert ledger_drift() == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM rewards_import_staging")
+        assert cursor.fetchone() == (0,)
+
+    monkeypatch.setattr(imports, "_write_chunk", real)
+    report = imports.import_purchases(path, store=store)
+    assert (report.purchases_created, report.purchases_replayed) == (3, 4)
+    assert sorted(Purchase.objects.values_list("receipt_number", flat=True)) == ["A-1", "A-2", "A-3", "ANON-1", "B-1", "C-1"]
+    assert LedgerEntry.objects.filter(kind="earn").count() == 5  # the anonymous sale earns nothing
+    assert ledger_drift() == []
