@@ -314,8 +314,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute="30", hour="2"),
     },
     # Uploaded files hold phone numbers: those never imported go after a week.
-    "rewards: forget import files": {
-        "task": "rewards.tasks.forget_import_files",
+    "rewards: tidy imports": {
+        "task": "rewards.tasks.tidy_imports",
         "schedule": crontab(minute="45", hour="2"),
     },
     # Messages go out in the morning, not in the night.

@@ -739,13 +739,16 @@ def history_import_run(import_id: int) -> None:
 
 # A file that was only checked, or failed, is kept this long for "Import this file now", then deleted.
 UNIMPORTED_FILES_KEPT = dt.timedelta(days=7)
+# Staged rows outlive their import only if its worker was killed outright.
+STAGED_ROWS_KEPT = dt.timedelta(days=1)
 
 
-def history_files_forget_due(*, now: dt.datetime | None = None) -> dict[str, int]:
-    """Delete the uploaded files that no import wrote once they are a week old (the clock's daily job)."""
-    cutoff = (now or timezone.now()) - UNIMPORTED_FILES_KEPT
+def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """The clock's daily job: delete uploaded files no import wrote once a week old, and stray staged rows."""
+    now = now or timezone.now()
     pending = [HistoryImport.Status.QUEUED, HistoryImport.Status.RUNNING]
-    stale = HistoryImport.objects.filter(requested_at__lt=cutoff).exclude(file="").exclude(status__in=pending)
+    stale = HistoryImport.objects.filter(requested_at__lt=now - UNIMPORTED_FILES_KEPT).exclude(file="")
+    stale = stale.exclude(status__in=pending)
     # A re-import queued from an old dry run still needs its file.
     names = set(stale.values_list("file", flat=True)) - set(
         HistoryImport.objects.filter(status__in=pending).values_list("file", flat=True)
@@ -754,7 +757,10 @@ def history_files_forget_due(*, now: dt.datetime | None = None) -> dict[str, int
     for name in names:
         storage.delete(name)
     HistoryImport.objects.filter(file__in=names).update(file="")
-    return {"files": len(names)}
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM rewards_import_staging WHERE staged_at < %s", [now - STAGED_ROWS_KEPT])
+        staged_rows = cursor.rowcount
+    return {"files": len(names), "staged_rows": staged_rows}
 
 
 def _history_import_outcome(run: HistoryImport) -> dict[str, object]:

@@ -59,5 +59,5 @@ def import_history(import_id: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def forget_import_files() -> dict[str, int]:
-    return job_run("forget_import_files", imports.history_files_forget_due)
+def tidy_imports() -> dict[str, int]:
+    return job_run("tidy_imports", imports.imports_tidy)

@@ -137,7 +137,7 @@ def test_the_schedule_is_defined_in_code_for_registered_tasks():
         "rewards.tasks.expire_vouchers",
         "rewards.tasks.remind_vouchers",
         "rewards.tasks.evaluate_tiers",
-        "rewards.tasks.forget_import_files",
+        "rewards.tasks.tidy_imports",
         "rewards.tasks.remind_expiring_points",
         "rewards.tasks.grant_birthday_bonuses",
         "rewards.tasks.requeue_notifications",

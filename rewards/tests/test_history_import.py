@@ -217,14 +217,29 @@ def test_files_never_imported_are_deleted_after_a_week(rules, store, member, upl
     )
 
     # An import of the old file waits for a worker: the file stays.
-    assert imports.history_files_forget_due() == {"files": 0}
+    assert imports.imports_tidy() == {"files": 0, "staged_rows": 0}
     assert (import_storage / old.file.name).exists()
 
     HistoryImport.objects.filter(pk=waiting.pk).delete()
-    assert imports.history_files_forget_due() == {"files": 1}
+    assert imports.imports_tidy() == {"files": 1, "staged_rows": 0}
     old.refresh_from_db()
     fresh.refresh_from_db()
     assert not old.file
     assert sorted(path.name for path in import_storage.rglob("*.csv")) == ["fresh.csv"]
     assert fresh.file
-    assert tasks.forget_import_files() == {"files": 0}
+    assert tasks.tidy_imports() == {"files": 0, "staged_rows": 0}
+
+
+def test_rows_left_staged_by_a_killed_import_are_deleted_the_next_day(db):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for run, age in [("9f0c7a52-0000-4000-8000-000000000001", "2 days"), ("9f0c7a52-0000-4000-8000-000000000002", "1 hour")]:
+            cursor.execute(
+                "INSERT INTO rewards_import_staging (run, chunk, line, first_of_key, store_id, receipt_number, gross, category,"
+                " quantity, occurred_at, staged_at) VALUES (%s, 0, 2, true, 1, 'R-1', 10, '', 1, now(), now() - %s::interval)",
+                [run, age],
+            )
+        assert imports.imports_tidy() == {"files": 0, "staged_rows": 1}
+        cursor.execute("SELECT run::text FROM rewards_import_staging")
+        assert cursor.fetchall() == [("9f0c7a52-0000-4000-8000-000000000002",)]
