@@ -392,8 +392,12 @@ def import_purchases(
     dry_run: bool = False,
     skip_invalid: bool = False,
     progress: Callable[[str], None] = lambda phase: None,
+    written: Callable[[int, int], None] = lambda done, total: None,
 ) -> ImportReport:
     """Check every row of a purchases file, then record the good ones, set-based, a chunk of members at a time.
+
+    `progress` is told each phase as it begins; `written`, the rows written so far and in all,
+    after each chunk.
 
     Nothing is written unless every row is good (or `skip_invalid`). The checks and any members
     enrolled commit first; then each chunk commits on its own. An import interrupted part way
@@ -438,11 +442,16 @@ def import_purchases(
             if dry_run or (report.invalid and not skip_invalid):
                 raise _Rollback
             cursor.execute(STAGE_GOOD, {"run": run, "chunk_rows": WRITE_CHUNK_ROWS})
-            cursor.execute("SELECT DISTINCT chunk FROM rewards_import_staging WHERE run = %s ORDER BY chunk", [run])
-            chunks = [chunk for (chunk,) in cursor.fetchall()]
+            cursor.execute(
+                "SELECT chunk, count(*) FROM rewards_import_staging WHERE run = %s GROUP BY chunk ORDER BY chunk", [run]
+            )
+            chunks = cursor.fetchall()
         progress(PHASES[2])
-        for chunk in chunks:
+        total, done = sum(rows for _chunk, rows in chunks), 0
+        for chunk, rows in chunks:
             _write_chunk(run, chunk, report)
+            done += rows
+            written(done, total)
     except _Rollback:
         return report
     finally:
@@ -763,6 +772,10 @@ def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
     return {"files": len(names), "staged_rows": staged_rows}
 
 
+def _history_import_written(import_id: int, done: int, total: int) -> None:
+    HistoryImport.objects.filter(pk=import_id).update(rows_written=done, rows_to_write=total)
+
+
 def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
     options = {"dry_run": run.dry_run, "skip_invalid": run.skip_invalid}
     try:
@@ -771,7 +784,14 @@ def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
                 header, rows = read_rows(run.file_name, stream)
                 report = import_members(rows, header, **options)
             else:
-                report = import_purchases(run.file_name, stream, store=run.store, create_members=run.create_members, **options)
+                report = import_purchases(
+                    run.file_name,
+                    stream,
+                    store=run.store,
+                    create_members=run.create_members,
+                    written=functools.partial(_history_import_written, run.pk),
+                    **options,
+                )
     except ImportFileError as error:
         return {"status": HistoryImport.Status.FAILED, "error": str(error)}
     except FileNotFoundError:

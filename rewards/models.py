@@ -1032,6 +1032,9 @@ class HistoryImport(models.Model):
     # The messages of the report are written in the language of whoever asked for it.
     language = models.CharField(_("language"), max_length=10)
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Purchases are written a chunk at a time, each committed: the page shows how far the worker is.
+    rows_written = models.PositiveIntegerField(_("rows written"), default=0)
+    rows_to_write = models.PositiveIntegerField(_("rows to write"), default=0)
     report = models.JSONField(_("report"), default=dict, blank=True)
     error = models.TextField(_("error"), blank=True)
     requested_by = models.ForeignKey(

@@ -28,6 +28,8 @@ class Migration(migrations.Migration):
                 ('dry_run', models.BooleanField(default=True, verbose_name='only check the file')),
                 ('language', models.CharField(max_length=10, verbose_name='language')),
                 ('status', models.CharField(choices=[('queued', 'Waiting for a worker'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=10, verbose_name='status')),
+                ('rows_written', models.PositiveIntegerField(default=0, verbose_name='rows written')),
+                ('rows_to_write', models.PositiveIntegerField(default=0, verbose_name='rows to write')),
                 ('report', models.JSONField(blank=True, default=dict, verbose_name='report')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
                 ('requested_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='requested')),

@@ -55,6 +55,7 @@ def test_a_clean_dry_run_is_imported_from_its_page_and_the_file_is_not_kept(
     assert imported.status == HistoryImport.Status.DONE
     assert not imported.dry_run
     assert imported.report["purchases_created"] == 1
+    assert (imported.rows_written, imported.rows_to_write) == (1, 1)
     assert imported.report["written"]
     assert "The file was imported." in admin_client.get(followed.url).text
     purchase = Purchase.objects.get()
@@ -243,3 +244,20 @@ def test_rows_left_staged_by_a_killed_import_are_deleted_the_next_day(db):
         assert imports.imports_tidy() == {"files": 0, "staged_rows": 1}
         cursor.execute("SELECT run::text FROM rewards_import_staging")
         assert cursor.fetchall() == [("9f0c7a52-0000-4000-8000-000000000002",)]
+
+
+def test_a_running_import_shows_how_far_it_is(rules, store, admin_client):
+    run = HistoryImport.objects.create(
+        kind="purchases", file_name="big.csv", store=store, dry_run=False, language="en", status=HistoryImport.Status.RUNNING
+    )
+    page = admin_client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).text
+    assert "Checking and importing." in page
+    assert '<meta http-equiv="refresh" content="3">' in page
+
+    HistoryImport.objects.filter(pk=run.pk).update(rows_written=300_000, rows_to_write=1_000_000)
+    page = admin_client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).text
+    assert "300,000 of 1,000,000 rows written." in page
+    assert '<progress max="1000000" value="300000">' in page
+
+    HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.DONE, report={"rows": 1, "invalid": 0})
+    assert "refresh" not in admin_client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).text

@@ -331,19 +331,22 @@ def test_writing_a_chunk_of_members_at_a_time_changes_nothing_in_the_outcome(rul
         real(run, chunk, report)
 
     monkeypatch.setattr(imports, "_write_chunk", watched)
-    outcomes = {}
+    outcomes, written = {}, []
     for rows in (1, 10_000):
         monkeypatch.setattr(imports, "WRITE_CHUNK_ROWS", rows)
         chunks.clear()
+        written.clear()
         with transaction.atomic():
-            report = imports.import_purchases(path, store=store)
+            report = imports.import_purchases(path, store=store, written=lambda done, total: written.append((done, total)))
             outcomes[rows] = (_ledger_state(), dataclasses.asdict(report), ledger_drift())
             transaction.set_rollback(True)
         # Each member's rows in one chunk, chunks in member order (the anonymous sale last).
         if rows == 1:
             assert chunks == [{members[0].pk}, {members[1].pk}, {members[2].pk}, {None}]
+            assert written == [(3, 7), (4, 7), (6, 7), (7, 7)]
         else:
             assert chunks == [{members[0].pk, members[1].pk, members[2].pk, None}]
+            assert written == [(7, 7)]
 
     assert outcomes[1] == outcomes[10_000]
     assert outcomes[1][1]["purchases_created"] == 6

@@ -27,9 +27,13 @@ class Command(BaseCommand):
             store = Store.objects.filter(code=options["store"]).first()
             if store is None:
                 raise CommandError(f"No store has the code {options['store']!r}.")
-        # One set-based pass has phases, not rows: the bar shows which phase is running.
+        # Set-based work has phases, not rows: the bar shows the phase running and, as purchases are
+        # written a chunk at a time, how many rows are written.
         bar = tqdm(
-            total=len(imports.PHASES), disable=not sys.stderr.isatty(), file=sys.stderr, bar_format="{desc} {bar} {elapsed}"
+            total=len(imports.PHASES),
+            disable=not sys.stderr.isatty(),
+            file=sys.stderr,
+            bar_format="{desc} {bar} {elapsed}{postfix}",
         )
 
         begun: list[tuple[str, float]] = []
@@ -39,6 +43,9 @@ class Command(BaseCommand):
             bar.set_description(phase)
             bar.update(1)
 
+        def written(done: int, total: int) -> None:
+            bar.set_postfix_str(f"{done:,} of {total:,} rows written")
+
         try:
             report = imports.import_purchases(
                 str(options["file"]),
@@ -47,6 +54,7 @@ class Command(BaseCommand):
                 dry_run=bool(options["dry_run"]),
                 skip_invalid=bool(options["skip_invalid"]),
                 progress=progress,
+                written=written,
             )
         except (OSError, imports.ImportFileError) as error:
             raise CommandError(str(error)) from None
