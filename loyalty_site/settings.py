@@ -226,7 +226,11 @@ STORAGES = {
     # folder (or point this at object storage). Nothing serves it: the files hold phone numbers.
     "imports": {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": env.str("IMPORTS_ROOT", default=str(DATA_DIR / "imports"))},
+        "OPTIONS": {
+            "location": env.str("IMPORTS_ROOT", default=str(DATA_DIR / "imports")),
+            "file_permissions_mode": 0o600,
+            "directory_permissions_mode": 0o700,
+        },
     },
     "staticfiles": {
         "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -313,10 +317,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rewards.tasks.evaluate_tiers",
         "schedule": crontab(minute="30", hour="2"),
     },
-    # Uploaded files hold phone numbers: those never imported go after a week.
+    # Imports that stopped are marked failed; uploaded files (phone numbers) never imported go after a week.
     "rewards: tidy imports": {
         "task": "rewards.tasks.tidy_imports",
-        "schedule": crontab(minute="45", hour="2"),
+        "schedule": crontab(minute="45", hour="*"),
     },
     # Messages go out in the morning, not in the night.
     "rewards: birthday bonuses": {

@@ -7,7 +7,6 @@ the rest the body. Pass dates in the context as dates already in the programme's
 """
 
 import datetime as dt
-import functools
 import logging
 from collections.abc import Sequence
 from typing import Protocol
@@ -69,10 +68,10 @@ def notify(
             raise
         return None  # this message was already written: a job or task ran twice
     if Notification.Delivery.PENDING in (notification.email_status, notification.sms_status):
-        from members.tasks import deliver_notification  # tasks import this module
+        from members.tasks import deliver_notification, send_after_commit  # tasks import this module
 
-        # Robust: the caller's write is committed by now; a broker hiccup must not turn it into an error.
-        transaction.on_commit(functools.partial(deliver_notification.delay, notification.pk), robust=True)
+        # A message not queued stays pending: notifications_requeue_stale sends it later.
+        send_after_commit(deliver_notification, notification.pk)
     return notification
 
 

@@ -1,8 +1,37 @@
-"""Background work for members: delivering messages. Tasks take ids and call one service."""
+"""Background work for members: delivering messages. Tasks take ids and call one service.
 
-from celery import shared_task
+Also `send_after_commit`, the one way any app queues a task once its transaction commits.
+"""
+
+import logging
+from collections.abc import Callable
+
+from celery import Task, shared_task
+from django.db import transaction
 
 from members import notifications
+
+logger = logging.getLogger(__name__)
+
+
+def send_after_commit(task: Task, *args: object, failed: Callable[[], None] | None = None) -> None:
+    """Queue `task(*args)` once the current transaction commits; a broker out of reach is logged, not raised.
+
+    By then the caller's write is committed: an error would only turn a recorded sale into an error
+    page. What was not queued is caught up by the clock, or by `failed`.
+    """
+
+    def send() -> None:
+        try:
+            task.delay(*args)
+        except Exception:
+            logger.exception("could not queue %s%r", task.name, args)
+            if failed is not None:
+                failed()
+
+    # Not Django's robust=True: in Django 5.2 it logs the callback's __qualname__, which a
+    # functools.partial lacks, so the failure it should swallow became an AttributeError.
+    transaction.on_commit(send)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=8)

@@ -7,7 +7,6 @@ friend's purchase therefore never waits on the inviter's account, which a till's
 """
 
 import datetime as dt
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from members.hooks import MemberEnrolled
 from members.models import Member, Notification, User
 from members.notifications import notify
 from members.services import fingerprint_digest
+from members.tasks import send_after_commit
 from referrals.models import CODE_ALPHABET, DEVICES_KEPT, Referral, ReferralCode, ReferralEvent, ReferralSettings
 from rewards import catalog
 from rewards import services as reward_services
@@ -279,7 +279,7 @@ def _referrer_settle_later(referral: Referral) -> None:
     from referrals.tasks import settle_referrer  # tasks import this module
 
     referral.referrer_settled_at = None
-    transaction.on_commit(functools.partial(settle_referrer.delay, referral.pk), robust=True)
+    send_after_commit(settle_referrer, referral.pk)
 
 
 def _payout(referral: Referral, settings: ReferralSettings, *, now: dt.datetime, by: User | None = None) -> None:

@@ -320,6 +320,7 @@ class HistoryImportAdmin(admin.ModelAdmin):
     ]
     readonly_fields = fields
     change_form_template = "admin/rewards/historyimport/change_form.html"
+    actions = None  # one at a time, from its page: a run still pending cannot be deleted
 
     def _allowed(self, request: HttpRequest) -> bool:
         return request.user.has_perm("rewards.import_history")
@@ -338,10 +339,6 @@ class HistoryImportAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: HistoryImport | None = None) -> bool:
         return self._allowed(request) and not (obj and obj.pending)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[HistoryImport]) -> None:
-        for run in queryset.exclude(status__in=[HistoryImport.Status.QUEUED, HistoryImport.Status.RUNNING]):
-            self.delete_model(request, run)
 
     def delete_model(self, request: HttpRequest, obj: HistoryImport) -> None:
         name = obj.file.name
@@ -385,14 +382,14 @@ class HistoryImportAdmin(admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra)
 
     def follow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """Import for real the file of a clean dry run."""
+        """Import the file of a clean dry run, or again that of an import that failed."""
         if request.method != "POST" or not self._allowed(request):
             raise PermissionDenied
         run = get_object_or_404(HistoryImport, pk=pk)
         try:
             again = imports.history_import_again(run, by=request.user)
         except ValueError:
-            self.message_user(request, _("This file cannot be imported from here: check it again."), messages.ERROR)
+            self.message_user(request, _("This file cannot be imported from here: upload it again."), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:rewards_historyimport_change", args=[run.pk]))
         return HttpResponseRedirect(reverse("admin:rewards_historyimport_change", args=[again.pk]))
 

@@ -32,6 +32,7 @@ from django.utils.translation import gettext as _
 
 from members import services as member_services
 from members.models import Member, Store, User
+from members.tasks import send_after_commit
 from rewards import bulk, services
 from rewards.models import HistoryImport
 
@@ -483,7 +484,9 @@ def _write_chunk(run: uuid.UUID, chunk: int, report: ImportReport) -> None:
         bulk.write_staged_sales(cursor, now=timezone.now(), by=None, via="import", collect=False, expire_due=True)
         cursor.execute(
             "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created AND NOT conflict), "
-            "count(*) FILTER (WHERE conflict), COALESCE(SUM(points) FILTER (WHERE created), 0) FROM bulk_sale"
+            # An anonymous sale's points are worked out but credited to nobody.
+            "count(*) FILTER (WHERE conflict), COALESCE(SUM(points) FILTER (WHERE created AND member_id IS NOT NULL), 0) "
+            "FROM bulk_sale"
         )
         created, replayed, conflicts, points = cursor.fetchone()
     report.purchases_created += created
@@ -639,8 +642,10 @@ def _write_members(
 # --- in the background ---------------------------------------------------------------------
 #
 # A file uploaded in the admin is imported by a worker: a million rows take longer than a web
-# request may last, and a worker killed mid-way leaves nothing written (one transaction), so the
-# task delivered again simply runs the import again.
+# request may last. The worker claims a run by moving it from queued to running. A run that
+# stops part way (a worker killed, a task never delivered) is marked failed, by the worker or by
+# the clock; importing the same file again completes it, since what was written is recognised by
+# its receipt.
 
 
 def history_import_request(
@@ -680,96 +685,83 @@ def history_file_check(kind: str, upload: File, *, store: Store | None) -> None:
         _require_purchase_columns(header, store=store)
 
 
-def history_import_again(run: HistoryImport, *, by: User) -> HistoryImport:
-    """Import for real the file of a dry run that found no bad rows."""
-    if not history_import_can_follow(run):
-        raise ValueError("only a clean dry run whose file is kept, and not yet imported, can be imported")
-    again = HistoryImport.objects.create(
-        kind=run.kind,
-        file=run.file.name,
-        file_name=run.file_name,
-        store=run.store,
-        create_members=run.create_members,
-        skip_invalid=False,
-        dry_run=False,
-        language=translation.get_language() or run.language,
-        requested_by=by,
-    )
-    _queue(again)
-    return again
-
-
 def history_import_can_follow(run: HistoryImport) -> bool:
-    """Whether a real import of this run's file may be asked for: a dry run that found nothing wrong."""
-    return (
-        run.dry_run
-        and run.status == HistoryImport.Status.DONE
-        and bool(run.file)
-        and not run.report.get("invalid")
-        and not HistoryImport.objects.filter(file=run.file.name, dry_run=False).exists()
-    )
+    """Whether this run's file may be imported from its page: a clean dry run, or an import that failed."""
+    if not run.file or run.pending:
+        return False
+    clean_check = run.dry_run and run.status == HistoryImport.Status.DONE and not run.report.get("invalid")
+    failed_import = not run.dry_run and run.status == HistoryImport.Status.FAILED
+    return (clean_check or failed_import) and not HistoryImport.objects.filter(
+        file=run.file.name, status__in=HistoryImport.PENDING
+    ).exists()
+
+
+def history_import_again(run: HistoryImport, *, by: User) -> HistoryImport:
+    """Import the file of a clean dry run, or again the file of an import that failed part way."""
+    with transaction.atomic():
+        # Two clicks at once: the second waits here, then finds the first one's run queued.
+        run = HistoryImport.objects.select_for_update().get(pk=run.pk)
+        if not history_import_can_follow(run):
+            raise ValueError("only a clean dry run or a failed import whose file is kept can be imported from its page")
+        again = HistoryImport.objects.create(
+            kind=run.kind,
+            file=run.file.name,
+            file_name=run.file_name,
+            store=run.store,
+            create_members=run.create_members,
+            skip_invalid=run.skip_invalid and not run.dry_run,
+            dry_run=False,
+            language=translation.get_language() or run.language,
+            requested_by=by,
+        )
+        _queue(again)
+    return again
 
 
 def _queue(run: HistoryImport) -> None:
     from rewards.tasks import import_history  # tasks import this module
 
-    transaction.on_commit(functools.partial(import_history.delay, run.pk), robust=True)
+    message = _("No worker could be reached to run this import. Try again in a few minutes.")
 
+    def not_queued() -> None:
+        HistoryImport.objects.filter(pk=run.pk, status=HistoryImport.Status.QUEUED).update(
+            status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=message
+        )
 
-# Held by the worker importing a file, for as long as it runs: a second delivery of the same task
-# finds it taken and stops, and a lock held by a worker that died is released with its connection.
-RUN_LOCK = "SELECT pg_try_advisory_lock(hashtext('rewards.history_import'), %s)"
-RUN_UNLOCK = "SELECT pg_advisory_unlock(hashtext('rewards.history_import'), %s)"
+    send_after_commit(import_history, run.pk, failed=not_queued)
 
 
 def history_import_run(import_id: int) -> None:
     """Check or import one uploaded file, and keep its report (the worker's side of the admin upload)."""
-    with connection.cursor() as cursor:
-        cursor.execute(RUN_LOCK, [import_id])
-        if not cursor.fetchone()[0]:
-            return
-    try:
-        run = HistoryImport.objects.filter(pk=import_id).first()
-        if run is None or not run.pending:
-            return
-        HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.RUNNING, started_at=timezone.now())
-        with translation.override(run.language):
-            outcome = _history_import_outcome(run)
-        HistoryImport.objects.filter(pk=run.pk).update(finished_at=timezone.now(), **outcome)
-        if outcome.get("report", {}).get("written"):
-            # Written: the file (phone numbers, e-mails) is not kept, for this run or the dry run before it.
-            name = run.file.name
-            run.file.storage.delete(name)
-            HistoryImport.objects.filter(file=name).update(file="")
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(RUN_UNLOCK, [import_id])
-
-
-# A file that was only checked, or failed, is kept this long for "Import this file now", then deleted.
-UNIMPORTED_FILES_KEPT = dt.timedelta(days=7)
-# Staged rows outlive their import only if its worker was killed outright.
-STAGED_ROWS_KEPT = dt.timedelta(days=1)
-
-
-def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
-    """The clock's daily job: delete uploaded files no import wrote once a week old, and stray staged rows."""
-    now = now or timezone.now()
-    pending = [HistoryImport.Status.QUEUED, HistoryImport.Status.RUNNING]
-    stale = HistoryImport.objects.filter(requested_at__lt=now - UNIMPORTED_FILES_KEPT).exclude(file="")
-    stale = stale.exclude(status__in=pending)
-    # A re-import queued from an old dry run still needs its file.
-    names = set(stale.values_list("file", flat=True)) - set(
-        HistoryImport.objects.filter(status__in=pending).values_list("file", flat=True)
+    # Claimed by moving it from queued to running: a second delivery of the task finds it taken.
+    claimed = HistoryImport.objects.filter(pk=import_id, status=HistoryImport.Status.QUEUED).update(
+        status=HistoryImport.Status.RUNNING, started_at=timezone.now()
     )
-    storage = HistoryImport._meta.get_field("file").storage
-    for name in names:
-        storage.delete(name)
-    HistoryImport.objects.filter(file__in=names).update(file="")
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM rewards_import_staging WHERE staged_at < %s", [now - STAGED_ROWS_KEPT])
-        staged_rows = cursor.rowcount
-    return {"files": len(names), "staged_rows": staged_rows}
+    if not claimed:
+        return
+    run = HistoryImport.objects.get(pk=import_id)
+    with translation.override(run.language):
+        try:
+            outcome = _history_import_outcome(run)
+            HistoryImport.objects.filter(pk=run.pk).update(finished_at=timezone.now(), **outcome)
+        except BaseException:
+            # Whatever stopped it (a lost database, the worker shutting down), its page must not say "running" for ever.
+            HistoryImport.objects.filter(pk=run.pk, status=HistoryImport.Status.RUNNING).update(
+                status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=_stopped_message()
+            )
+            raise
+    if outcome.get("report", {}).get("written"):
+        # Written: the file (phone numbers, e-mails) is not kept, for this run or the dry run before it.
+        name = run.file.name
+        run.file.storage.delete(name)
+        HistoryImport.objects.filter(file=name).update(file="")
+
+
+def _stopped_message() -> str:
+    return _(
+        "The import stopped before the end (logged for the developers). "
+        "Importing the same file again is safe: it completes the import, counting nothing twice."
+    )
 
 
 def _history_import_written(import_id: int, done: int, total: int) -> None:
@@ -798,12 +790,50 @@ def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
         return {"status": HistoryImport.Status.FAILED, "error": _("The file is no longer kept. Upload it again.")}
     except Exception:
         logger.exception("history import %s failed", run.pk)
-        message = _(
-            "The import stopped on an unexpected error, logged for the developers. "
-            "Importing the same file again is safe: nothing is counted twice."
-        )
-        return {"status": HistoryImport.Status.FAILED, "error": message}
+        return {"status": HistoryImport.Status.FAILED, "error": _stopped_message()}
     answer = dataclasses.asdict(report)
     answer["errors"] = [{"line": error.line, "message": error.message} for error in report.errors]
     answer["invalid"] = max(report.invalid, len(report.errors))  # members' checks count only what they list
     return {"status": HistoryImport.Status.DONE, "report": answer}
+
+
+# Imports take minutes: one still queued or running after this was stopped or never delivered.
+ABANDONED_AFTER = dt.timedelta(hours=12)
+# Files no import wrote, and the lines to fix (they quote phone numbers and e-mails), are kept
+# this long for "Import this file now", then deleted.
+UNIMPORTED_FILES_KEPT = dt.timedelta(days=7)
+# Staged rows outlive their import only if its worker was killed outright.
+STAGED_ROWS_KEPT = dt.timedelta(days=1)
+
+FORGET_ERRORS = """
+UPDATE rewards_historyimport SET report = jsonb_set(report, '{errors}', '[]'::jsonb)
+WHERE requested_at < %s AND jsonb_typeof(report -> 'errors') = 'array' AND jsonb_array_length(report -> 'errors') > 0
+"""
+
+
+def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Fail abandoned runs, forget week-old unimported files and listed lines, and drop stray staged rows (hourly)."""
+    now = now or timezone.now()
+    abandoned = HistoryImport.objects.filter(status__in=HistoryImport.PENDING, requested_at__lt=now - ABANDONED_AFTER)
+    failed = 0
+    for language in set(abandoned.values_list("language", flat=True)):
+        with translation.override(language):
+            failed += abandoned.filter(language=language).update(
+                status=HistoryImport.Status.FAILED, finished_at=now, error=_stopped_message()
+            )
+    stale = HistoryImport.objects.filter(requested_at__lt=now - UNIMPORTED_FILES_KEPT).exclude(file="")
+    stale = stale.exclude(status__in=HistoryImport.PENDING)
+    # An import queued from an old dry run still needs its file.
+    names = set(stale.values_list("file", flat=True)) - set(
+        HistoryImport.objects.filter(status__in=HistoryImport.PENDING).values_list("file", flat=True)
+    )
+    storage = HistoryImport._meta.get_field("file").storage
+    for name in names:
+        storage.delete(name)
+    HistoryImport.objects.filter(file__in=names).update(file="")
+    with connection.cursor() as cursor:
+        cursor.execute(FORGET_ERRORS, [now - UNIMPORTED_FILES_KEPT])
+        reports = cursor.rowcount
+        cursor.execute("DELETE FROM rewards_import_staging WHERE staged_at < %s", [now - STAGED_ROWS_KEPT])
+        staged_rows = cursor.rowcount
+    return {"abandoned": failed, "files": len(names), "reports": reports, "staged_rows": staged_rows}

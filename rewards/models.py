@@ -1014,6 +1014,8 @@ class HistoryImport(models.Model):
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
 
+    PENDING = (Status.QUEUED, Status.RUNNING)
+
     kind = models.CharField(_("what the file holds"), max_length=10, choices=Kind.choices)
     file = models.FileField(_("file"), upload_to="history/%Y/%m/", storage=imports_storage, blank=True)
     file_name = models.CharField(_("file name"), max_length=255)
@@ -1054,4 +1056,4 @@ class HistoryImport(models.Model):
 
     @property
     def pending(self) -> bool:
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+        return self.status in self.PENDING

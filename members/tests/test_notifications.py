@@ -320,3 +320,23 @@ def test_a_delivery_waits_for_a_short_lock_instead_of_giving_up(sms):
 
     assert delivered is not None
     assert len(sms.sent) == 1
+
+
+@pytest.mark.django_db
+def test_a_broker_out_of_reach_leaves_the_message_pending_and_raises_nothing(
+    monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(deliver_notification, "delay", unreachable)
+    member = MemberFactory(email="li@example.com", email_consent=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        message = birthday(member)  # the sale (or job) that caused it must not become an error
+
+    message.refresh_from_db()
+    assert message.email_status == PENDING  # the clock's requeue sends it later
+    assert mail.outbox == []
+    assert "could not queue members.tasks.deliver_notification" in caplog.text

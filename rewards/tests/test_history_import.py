@@ -3,7 +3,6 @@
 import datetime as dt
 import logging
 
-import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
@@ -14,6 +13,7 @@ from members.models import Member
 from members.tests.factories import UserFactory
 from rewards import imports, tasks
 from rewards.models import HistoryImport, LedgerEntry, Purchase
+from rewards.selectors import ledger_drift
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_the_report_is_in_the_language_of_whoever_asked(rules, store, admin_clie
     assert run.report["errors"][0]["message"] == expected
 
 
-def test_a_second_delivery_waits_for_nothing_and_a_finished_run_is_not_run_again(rules, store, member, admin_client):
+def test_a_run_is_run_once_however_often_its_task_is_delivered(rules, store, member):
     run = imports.history_import_request(
         kind="purchases",
         upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
@@ -151,16 +151,14 @@ def test_a_second_delivery_waits_for_nothing_and_a_finished_run_is_not_run_again
         store=store,
         dry_run=False,
     )
-    # Another worker holds the run: this delivery leaves it alone.
-    settings = connection.settings_dict
-    with psycopg.connect(
-        dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"], port=settings["PORT"] or None, autocommit=True
-    ) as other:
-        other.execute(imports.RUN_LOCK, [run.pk])
-        imports.history_import_run(run.pk)
-        run.refresh_from_db()
-        assert run.status == HistoryImport.Status.QUEUED
-        assert not Purchase.objects.exists()
+    # Another worker claimed it: this delivery leaves it alone.
+    HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.RUNNING)
+    imports.history_import_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == HistoryImport.Status.RUNNING
+    assert not Purchase.objects.exists()
+
+    HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.QUEUED)
     imports.history_import_run(run.pk)
     run.refresh_from_db()
     assert run.status == HistoryImport.Status.DONE
@@ -170,6 +168,66 @@ def test_a_second_delivery_waits_for_nothing_and_a_finished_run_is_not_run_again
     run.refresh_from_db()
     assert run.finished_at == finished
     assert Purchase.objects.count() == 1
+
+
+def test_no_worker_to_be_reached_is_a_failed_run_not_an_error_page(rules, store, member, upload, monkeypatch, caplog):
+    from kombu.exceptions import OperationalError
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(tasks.import_history, "delay", unreachable)
+    with caplog.at_level(logging.ERROR, logger="members.tasks"):
+        run, page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    assert page.status_code == 200
+    assert run.status == HistoryImport.Status.FAILED
+    assert "No worker could be reached" in page.text
+    assert "connection refused" in caplog.text
+
+
+def test_an_import_stopped_part_way_is_finished_from_its_page(
+    rules, store, admin_client, upload, monkeypatch, django_capture_on_commit_callbacks
+):
+    from members.tests.factories import MemberFactory
+
+    numbers = [m.member_number for m in sorted(MemberFactory.create_batch(3), key=lambda m: m.pk)]
+    text = "member_ref,occurred_at,amount\n" + "".join(f"{n},20260301,10\n" for n in numbers)
+    monkeypatch.setattr(imports, "WRITE_CHUNK_ROWS", 1)
+    real, calls = imports._write_chunk, []
+
+    def stops_at_the_second_chunk(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError("the worker was stopped")
+        real(*args)
+
+    monkeypatch.setattr(imports, "_write_chunk", stops_at_the_second_chunk)
+    failed, page = upload(text)
+    assert failed.status == HistoryImport.Status.FAILED
+    assert (failed.rows_written, failed.rows_to_write) == (1, 3)
+    assert "1 of 3 rows were written before it stopped." in page.text
+    assert "Import this file again" in page.text
+    assert Purchase.objects.count() == 1
+
+    monkeypatch.setattr(imports, "_write_chunk", real)
+    with django_capture_on_commit_callbacks(execute=True):
+        followed = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[failed.pk]))
+    finished = HistoryImport.objects.latest("pk")
+    assert followed.url == reverse("admin:rewards_historyimport_change", args=[finished.pk])
+    assert finished.status == HistoryImport.Status.DONE
+    assert (finished.report["purchases_created"], finished.report["purchases_replayed"]) == (2, 1)
+    assert Purchase.objects.count() == 3
+    assert ledger_drift() == []
+
+
+def test_a_second_click_does_not_queue_a_second_import(rules, store, member, admin_client, upload):
+    checked, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    first = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[checked.pk]))  # on_commit not run: stays queued
+    second = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[checked.pk]))
+    queued = HistoryImport.objects.get(dry_run=False)
+    assert first.url == reverse("admin:rewards_historyimport_change", args=[queued.pk])
+    assert second.url == reverse("admin:rewards_historyimport_change", args=[checked.pk])
+    assert queued.status == HistoryImport.Status.QUEUED
 
 
 def test_an_unexpected_error_is_a_failed_run_and_logged(rules, store, member, upload, monkeypatch, caplog):
@@ -183,7 +241,7 @@ def test_an_unexpected_error_is_a_failed_run_and_logged(rules, store, member, up
     with caplog.at_level(logging.ERROR, logger="rewards.imports"):
         run, page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
     assert run.status == HistoryImport.Status.FAILED
-    assert "unexpected error" in run.error
+    assert "stopped before the end" in run.error
     assert run.error in page.text
     assert "disk full" in caplog.text
     assert run.file  # kept: nothing was written
@@ -218,21 +276,20 @@ def test_files_never_imported_are_deleted_after_a_week(rules, store, member, upl
     )
 
     # An import of the old file waits for a worker: the file stays.
-    assert imports.imports_tidy() == {"files": 0, "staged_rows": 0}
+    assert imports.imports_tidy() == {"abandoned": 0, "files": 0, "reports": 0, "staged_rows": 0}
     assert (import_storage / old.file.name).exists()
 
     HistoryImport.objects.filter(pk=waiting.pk).delete()
-    assert imports.imports_tidy() == {"files": 1, "staged_rows": 0}
+    assert imports.imports_tidy() == {"abandoned": 0, "files": 1, "reports": 0, "staged_rows": 0}
     old.refresh_from_db()
     fresh.refresh_from_db()
     assert not old.file
     assert sorted(path.name for path in import_storage.rglob("*.csv")) == ["fresh.csv"]
     assert fresh.file
-    assert tasks.tidy_imports() == {"files": 0, "staged_rows": 0}
+    assert tasks.tidy_imports() == {"abandoned": 0, "files": 0, "reports": 0, "staged_rows": 0}
 
 
 def test_rows_left_staged_by_a_killed_import_are_deleted_the_next_day(db):
-    from django.db import connection
 
     with connection.cursor() as cursor:
         for run, age in [("9f0c7a52-0000-4000-8000-000000000001", "2 days"), ("9f0c7a52-0000-4000-8000-000000000002", "1 hour")]:
@@ -241,7 +298,7 @@ def test_rows_left_staged_by_a_killed_import_are_deleted_the_next_day(db):
                 " quantity, occurred_at, staged_at) VALUES (%s, 0, 2, true, 1, 'R-1', 10, '', 1, now(), now() - %s::interval)",
                 [run, age],
             )
-        assert imports.imports_tidy() == {"files": 0, "staged_rows": 1}
+        assert imports.imports_tidy() == {"abandoned": 0, "files": 0, "reports": 0, "staged_rows": 1}
         cursor.execute("SELECT run::text FROM rewards_import_staging")
         assert cursor.fetchall() == [("9f0c7a52-0000-4000-8000-000000000002",)]
 
@@ -261,3 +318,27 @@ def test_a_running_import_shows_how_far_it_is(rules, store, admin_client):
 
     HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.DONE, report={"rows": 1, "invalid": 0})
     assert "refresh" not in admin_client.get(reverse("admin:rewards_historyimport_change", args=[run.pk])).text
+
+
+def test_runs_left_pending_are_failed_and_listed_lines_forgotten_by_the_clock(rules, store, member, admin_client, upload):
+    stuck, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    HistoryImport.objects.filter(pk=stuck.pk).update(status=HistoryImport.Status.RUNNING)
+    checked, _page = upload("member_ref,occurred_at,amount\n+8613800138000,20260301,10\n", dry_run="on")
+    assert "+8613800138000" in checked.report["errors"][0]["message"]
+
+    assert imports.imports_tidy()["abandoned"] == 0  # a running import is left to run
+    later = timezone.now() + dt.timedelta(hours=13)
+    assert imports.imports_tidy(now=later)["abandoned"] == 1
+    stuck.refresh_from_db()
+    assert stuck.status == HistoryImport.Status.FAILED
+    assert "stopped before the end" in stuck.error
+    assert admin_client.post(reverse("admin:rewards_historyimport_delete", args=[stuck.pk]), {"post": "yes"}).status_code == 302
+
+    week = timezone.now() + dt.timedelta(days=8)
+    assert imports.imports_tidy(now=week) == {"abandoned": 0, "files": 1, "reports": 1, "staged_rows": 0}
+    checked.refresh_from_db()
+    assert checked.report["errors"] == []
+    assert checked.report["invalid"] == 1
+    page = admin_client.get(reverse("admin:rewards_historyimport_change", args=[checked.pk])).text
+    assert "+8613800138000" not in page
+    assert "The lines to fix are listed for a week only" in page

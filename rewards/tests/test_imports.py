@@ -350,6 +350,8 @@ def test_writing_a_chunk_of_members_at_a_time_changes_nothing_in_the_outcome(rul
 
     assert outcomes[1] == outcomes[10_000]
     assert outcomes[1][1]["purchases_created"] == 6
+    # What members earned; the anonymous sale's points were credited to nobody.
+    assert outcomes[1][1]["points_awarded"] == sum(points for _a, kind, points, _r in outcomes[1][0][1] if kind == "earn")
     assert outcomes[1][1]["purchases_replayed"] == 1
     assert outcomes[1][2] == []
     with connection.cursor() as cursor:
@@ -390,3 +392,30 @@ def test_an_import_stopped_part_way_is_completed_by_running_the_file_again(rules
     assert sorted(Purchase.objects.values_list("receipt_number", flat=True)) == ["A-1", "A-2", "A-3", "ANON-1", "B-1", "C-1"]
     assert LedgerEntry.objects.filter(kind="earn").count() == 5  # the anonymous sale earns nothing
     assert ledger_drift() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_chunk_is_its_own_committed_transaction(rules, store, tmp_path, monkeypatch):
+    """With real commits, not the savepoints of a test's transaction: each chunk stages and writes on its own."""
+    from django.db import connection
+
+    from members.tests.factories import MemberFactory
+    from rewards import imports
+
+    members = sorted(MemberFactory.create_batch(3), key=lambda m: m.pk)
+    monkeypatch.setattr(imports, "WRITE_CHUNK_ROWS", 1)
+    commits = []
+    real = imports._write_chunk
+
+    def counted(*args):
+        real(*args)
+        commits.append(connection.in_atomic_block)
+
+    monkeypatch.setattr(imports, "_write_chunk", counted)
+    report = imports.import_purchases(_chunk_file(tmp_path, members), store=store)
+    assert commits == [False, False, False, False]  # each chunk committed before the next began
+    assert (report.purchases_created, report.purchases_replayed) == (6, 1)
+    assert ledger_drift() == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM rewards_import_staging")
+        assert cursor.fetchone() == (0,)
