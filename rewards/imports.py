@@ -686,23 +686,27 @@ def history_file_check(kind: str, upload: File, *, store: Store | None) -> None:
 
 
 def history_import_can_follow(run: HistoryImport) -> bool:
-    """Whether this run's file may be imported from its page: a clean dry run, or an import that failed."""
+    """Whether this run's file may be imported from its page: a clean dry run, or an import that stopped."""
     if not run.file or run.pending:
         return False
     clean_check = run.dry_run and run.status == HistoryImport.Status.DONE and not run.report.get("invalid")
-    failed_import = not run.dry_run and run.status == HistoryImport.Status.FAILED
-    return (clean_check or failed_import) and not HistoryImport.objects.filter(
-        file=run.file.name, status__in=HistoryImport.PENDING
-    ).exists()
+    stopped_import = not run.dry_run and run.status == HistoryImport.Status.FAILED and run.can_retry
+    return (clean_check or stopped_import) and run.file.storage.exists(run.file.name)
 
 
 def history_import_again(run: HistoryImport, *, by: User) -> HistoryImport:
-    """Import the file of a clean dry run, or again the file of an import that failed part way."""
-    with transaction.atomic():
-        # Two clicks at once: the second waits here, then finds the first one's run queued.
-        run = HistoryImport.objects.select_for_update().get(pk=run.pk)
+    """Import the file of a clean dry run, or again the file of an import that stopped; the run doing it is returned.
+
+    Clicks on any page of the same file, however close together, queue one run: the later ones get it.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext('rewards.history_import'), hashtext(%s))", [run.file.name])
+        already = HistoryImport.objects.filter(file=run.file.name, status__in=HistoryImport.PENDING).exclude(file="").first()
+        if already is not None:
+            return already
+        run.refresh_from_db()
         if not history_import_can_follow(run):
-            raise ValueError("only a clean dry run or a failed import whose file is kept can be imported from its page")
+            raise ValueError("only a clean dry run or a stopped import whose file is kept can be imported from its page")
         again = HistoryImport.objects.create(
             kind=run.kind,
             file=run.file.name,
@@ -725,17 +729,26 @@ def _queue(run: HistoryImport) -> None:
 
     def not_queued() -> None:
         HistoryImport.objects.filter(pk=run.pk, status=HistoryImport.Status.QUEUED).update(
-            status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=message
+            status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=message, can_retry=True
         )
 
     send_after_commit(import_history, run.pk, failed=not_queued)
 
 
+# A worker beats at each phase and chunk, seconds apart: silent this long, it is gone.
+WORKER_LOST_AFTER = dt.timedelta(minutes=15)
+
+
 def history_import_run(import_id: int) -> None:
     """Check or import one uploaded file, and keep its report (the worker's side of the admin upload)."""
-    # Claimed by moving it from queued to running: a second delivery of the task finds it taken.
-    claimed = HistoryImport.objects.filter(pk=import_id, status=HistoryImport.Status.QUEUED).update(
-        status=HistoryImport.Status.RUNNING, started_at=timezone.now()
+    now = timezone.now()
+    # Claimed by moving it to running: a second delivery finds it taken, unless its worker has gone
+    # silent (killed, its task delivered again), when this one takes over and finishes the file.
+    silent = Q(status=HistoryImport.Status.RUNNING, heartbeat_at__lt=now - WORKER_LOST_AFTER)
+    claimed = (
+        HistoryImport.objects.filter(pk=import_id)
+        .filter(Q(status=HistoryImport.Status.QUEUED) | silent)
+        .update(status=HistoryImport.Status.RUNNING, started_at=now, heartbeat_at=now)
     )
     if not claimed:
         return
@@ -747,7 +760,7 @@ def history_import_run(import_id: int) -> None:
         except BaseException:
             # Whatever stopped it (a lost database, the worker shutting down), its page must not say "running" for ever.
             HistoryImport.objects.filter(pk=run.pk, status=HistoryImport.Status.RUNNING).update(
-                status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=_stopped_message()
+                status=HistoryImport.Status.FAILED, finished_at=timezone.now(), error=_stopped_message(), can_retry=True
             )
             raise
     if outcome.get("report", {}).get("written"):
@@ -764,8 +777,12 @@ def _stopped_message() -> str:
     )
 
 
+def _history_import_beat(import_id: int, _phase: str) -> None:
+    HistoryImport.objects.filter(pk=import_id).update(heartbeat_at=timezone.now())
+
+
 def _history_import_written(import_id: int, done: int, total: int) -> None:
-    HistoryImport.objects.filter(pk=import_id).update(rows_written=done, rows_to_write=total)
+    HistoryImport.objects.filter(pk=import_id).update(rows_written=done, rows_to_write=total, heartbeat_at=timezone.now())
 
 
 def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
@@ -781,6 +798,7 @@ def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
                     stream,
                     store=run.store,
                     create_members=run.create_members,
+                    progress=functools.partial(_history_import_beat, run.pk),
                     written=functools.partial(_history_import_written, run.pk),
                     **options,
                 )
@@ -790,49 +808,52 @@ def _history_import_outcome(run: HistoryImport) -> dict[str, object]:
         return {"status": HistoryImport.Status.FAILED, "error": _("The file is no longer kept. Upload it again.")}
     except Exception:
         logger.exception("history import %s failed", run.pk)
-        return {"status": HistoryImport.Status.FAILED, "error": _stopped_message()}
+        return {"status": HistoryImport.Status.FAILED, "error": _stopped_message(), "can_retry": True}
     answer = dataclasses.asdict(report)
     answer["errors"] = [{"line": error.line, "message": error.message} for error in report.errors]
     answer["invalid"] = max(report.invalid, len(report.errors))  # members' checks count only what they list
     return {"status": HistoryImport.Status.DONE, "report": answer}
 
 
-# Imports take minutes: one still queued or running after this was stopped or never delivered.
-ABANDONED_AFTER = dt.timedelta(hours=12)
+# A run no worker took up in this long was never delivered.
+NEVER_TAKEN_AFTER = dt.timedelta(hours=12)
 # Files no import wrote, and the lines to fix (they quote phone numbers and e-mails), are kept
-# this long for "Import this file now", then deleted.
+# this long after the last run that used them, for "Import this file now", then deleted.
 UNIMPORTED_FILES_KEPT = dt.timedelta(days=7)
 # Staged rows outlive their import only if its worker was killed outright.
 STAGED_ROWS_KEPT = dt.timedelta(days=1)
 
 FORGET_ERRORS = """
 UPDATE rewards_historyimport SET report = jsonb_set(report, '{errors}', '[]'::jsonb)
-WHERE requested_at < %s AND jsonb_typeof(report -> 'errors') = 'array' AND jsonb_array_length(report -> 'errors') > 0
+WHERE requested_at < %s AND report @? '$.errors[0]'
 """
 
 
 def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
     """Fail abandoned runs, forget week-old unimported files and listed lines, and drop stray staged rows (hourly)."""
     now = now or timezone.now()
-    abandoned = HistoryImport.objects.filter(status__in=HistoryImport.PENDING, requested_at__lt=now - ABANDONED_AFTER)
+    abandoned = HistoryImport.objects.filter(
+        Q(status=HistoryImport.Status.QUEUED, requested_at__lt=now - NEVER_TAKEN_AFTER)
+        | Q(status=HistoryImport.Status.RUNNING, heartbeat_at__lt=now - WORKER_LOST_AFTER)
+    )
     failed = 0
     for language in set(abandoned.values_list("language", flat=True)):
         with translation.override(language):
             failed += abandoned.filter(language=language).update(
-                status=HistoryImport.Status.FAILED, finished_at=now, error=_stopped_message()
+                status=HistoryImport.Status.FAILED, finished_at=now, error=_stopped_message(), can_retry=True
             )
-    stale = HistoryImport.objects.filter(requested_at__lt=now - UNIMPORTED_FILES_KEPT).exclude(file="")
-    stale = stale.exclude(status__in=HistoryImport.PENDING)
-    # An import queued from an old dry run still needs its file.
-    names = set(stale.values_list("file", flat=True)) - set(
-        HistoryImport.objects.filter(status__in=HistoryImport.PENDING).values_list("file", flat=True)
+    # A file goes once no run used it for a week, and none waits for it.
+    cutoff = now - UNIMPORTED_FILES_KEPT
+    files = HistoryImport.objects.exclude(file="")
+    names = set(files.filter(requested_at__lt=cutoff).values_list("file", flat=True)) - set(
+        files.filter(Q(requested_at__gte=cutoff) | Q(status__in=HistoryImport.PENDING)).values_list("file", flat=True)
     )
     storage = HistoryImport._meta.get_field("file").storage
     for name in names:
         storage.delete(name)
     HistoryImport.objects.filter(file__in=names).update(file="")
     with connection.cursor() as cursor:
-        cursor.execute(FORGET_ERRORS, [now - UNIMPORTED_FILES_KEPT])
+        cursor.execute(FORGET_ERRORS, [cutoff])
         reports = cursor.rowcount
         cursor.execute("DELETE FROM rewards_import_staging WHERE staged_at < %s", [now - STAGED_ROWS_KEPT])
         staged_rows = cursor.rowcount

@@ -1037,6 +1037,10 @@ class HistoryImport(models.Model):
     # Purchases are written a chunk at a time, each committed: the page shows how far the worker is.
     rows_written = models.PositiveIntegerField(_("rows written"), default=0)
     rows_to_write = models.PositiveIntegerField(_("rows to write"), default=0)
+    # Touched by the worker at each phase and chunk: a run long silent has lost its worker.
+    heartbeat_at = models.DateTimeField(_("last sign of its worker"), null=True, blank=True)
+    # Failed for a reason that running it again can cure (a worker stopped, no broker), not a bad file.
+    can_retry = models.BooleanField(default=False, editable=False)
     report = models.JSONField(_("report"), default=dict, blank=True)
     error = models.TextField(_("error"), blank=True)
     requested_by = models.ForeignKey(

@@ -340,3 +340,19 @@ def test_a_broker_out_of_reach_leaves_the_message_pending_and_raises_nothing(
     assert message.email_status == PENDING  # the clock's requeue sends it later
     assert mail.outbox == []
     assert "could not queue members.tasks.deliver_notification" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_task_that_fails_when_run_at_once_is_not_mistaken_for_a_broker_out_of_reach(django_capture_on_commit_callbacks):
+    from members.tasks import send_after_commit
+
+    class Broken:
+        name = "broken"
+
+        def delay(self, *args):
+            raise ValueError("a bug in the task")
+
+    failed = []
+    with pytest.raises(ValueError, match="a bug"), django_capture_on_commit_callbacks(execute=True):
+        send_after_commit(Broken(), 1, failed=lambda: failed.append(True))
+    assert failed == []

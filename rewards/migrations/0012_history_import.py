@@ -30,6 +30,8 @@ class Migration(migrations.Migration):
                 ('status', models.CharField(choices=[('queued', 'Waiting for a worker'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=10, verbose_name='status')),
                 ('rows_written', models.PositiveIntegerField(default=0, verbose_name='rows written')),
                 ('rows_to_write', models.PositiveIntegerField(default=0, verbose_name='rows to write')),
+                ('heartbeat_at', models.DateTimeField(blank=True, null=True, verbose_name='last sign of its worker')),
+                ('can_retry', models.BooleanField(default=False, editable=False)),
                 ('report', models.JSONField(blank=True, default=dict, verbose_name='report')),
                 ('error', models.TextField(blank=True, verbose_name='error')),
                 ('requested_at', models.DateTimeField(default=django.utils.timezone.now, verbose_name='requested')),

@@ -226,8 +226,112 @@ def test_a_second_click_does_not_queue_a_second_import(rules, store, member, adm
     second = admin_client.post(reverse("admin:rewards_historyimport_follow", args=[checked.pk]))
     queued = HistoryImport.objects.get(dry_run=False)
     assert first.url == reverse("admin:rewards_historyimport_change", args=[queued.pk])
-    assert second.url == reverse("admin:rewards_historyimport_change", args=[checked.pk])
+    assert second.url == first.url  # to the run already queued
     assert queued.status == HistoryImport.Status.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clicks_on_two_pages_of_one_file_at_once_queue_one_import(rules, store, member, monkeypatch):
+    """A clean dry run and a stopped import of the same file both offer the button: clicked together, one run."""
+    import threading
+
+    monkeypatch.setattr(imports, "_queue", lambda run: None)
+    admin = UserFactory()
+    checked = imports.history_import_request(
+        kind="purchases",
+        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
+        by=admin,
+        store=store,
+    )
+    HistoryImport.objects.filter(pk=checked.pk).update(status=HistoryImport.Status.DONE, report={"invalid": 0})
+    stopped = HistoryImport.objects.create(
+        kind="purchases",
+        file=checked.file.name,
+        file_name="h.csv",
+        store=store,
+        dry_run=False,
+        language="en",
+        status=HistoryImport.Status.FAILED,
+        can_retry=True,
+    )
+    barrier, runs = threading.Barrier(2), []
+
+    def click(run):
+        try:
+            barrier.wait()
+            runs.append(imports.history_import_again(HistoryImport.objects.get(pk=run.pk), by=admin).pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=click, args=(run,)) for run in (checked, stopped)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queued = HistoryImport.objects.filter(status=HistoryImport.Status.QUEUED)
+    assert queued.count() == 1
+    assert runs == [queued.get().pk] * 2
+
+
+def test_whatever_stops_the_worker_leaves_a_failed_run_that_can_be_run_again(rules, store, member, monkeypatch):
+    run = imports.history_import_request(
+        kind="purchases",
+        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
+        by=UserFactory(),
+        store=store,
+        dry_run=False,
+    )
+
+    def shutdown(run):
+        raise SystemExit("warm shutdown")
+
+    monkeypatch.setattr(imports, "_history_import_outcome", shutdown)
+    with pytest.raises(SystemExit):
+        imports.history_import_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == HistoryImport.Status.FAILED
+    assert run.can_retry
+    assert imports.history_import_can_follow(run)
+
+
+def test_a_run_whose_worker_went_silent_is_taken_over_by_the_next_delivery(rules, store, member):
+    run = imports.history_import_request(
+        kind="purchases",
+        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
+        by=UserFactory(),
+        store=store,
+        dry_run=False,
+    )
+    now = timezone.now()
+    HistoryImport.objects.filter(pk=run.pk).update(
+        status=HistoryImport.Status.RUNNING, heartbeat_at=now - dt.timedelta(minutes=5)
+    )
+    imports.history_import_run(run.pk)  # its worker was heard from lately: left alone
+    assert not Purchase.objects.exists()
+
+    HistoryImport.objects.filter(pk=run.pk).update(heartbeat_at=now - dt.timedelta(minutes=20))
+    imports.history_import_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == HistoryImport.Status.DONE
+    assert Purchase.objects.count() == 1
+
+
+def test_a_file_that_cannot_be_imported_offers_no_second_try(rules, store, member, upload, import_storage):
+    run, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n")
+    assert run.status == HistoryImport.Status.DONE
+    HistoryImport.objects.filter(pk=run.pk).update(
+        status=HistoryImport.Status.FAILED, error="Missing columns: amount", can_retry=False, file="history/h.csv"
+    )
+    (import_storage / "history").mkdir(parents=True, exist_ok=True)
+    (import_storage / "history" / "h.csv").write_text("member_ref\n")
+    run.refresh_from_db()
+    assert not imports.history_import_can_follow(run)  # a bad file stays bad
+    HistoryImport.objects.filter(pk=run.pk).update(can_retry=True, file="history/gone.csv")
+    run.refresh_from_db()
+    assert not imports.history_import_can_follow(run)  # a file no longer kept cannot be run
+    HistoryImport.objects.filter(pk=run.pk).update(file="history/h.csv")
+    run.refresh_from_db()
+    assert imports.history_import_can_follow(run)
 
 
 def test_an_unexpected_error_is_a_failed_run_and_logged(rules, store, member, upload, monkeypatch, caplog):
@@ -326,8 +430,8 @@ def test_runs_left_pending_are_failed_and_listed_lines_forgotten_by_the_clock(ru
     checked, _page = upload("member_ref,occurred_at,amount\n+8613800138000,20260301,10\n", dry_run="on")
     assert "+8613800138000" in checked.report["errors"][0]["message"]
 
-    assert imports.imports_tidy()["abandoned"] == 0  # a running import is left to run
-    later = timezone.now() + dt.timedelta(hours=13)
+    assert imports.imports_tidy()["abandoned"] == 0  # its worker was heard from lately
+    later = timezone.now() + dt.timedelta(minutes=20)
     assert imports.imports_tidy(now=later)["abandoned"] == 1
     stuck.refresh_from_db()
     assert stuck.status == HistoryImport.Status.FAILED
@@ -342,3 +446,21 @@ def test_runs_left_pending_are_failed_and_listed_lines_forgotten_by_the_clock(ru
     page = admin_client.get(reverse("admin:rewards_historyimport_change", args=[checked.pk])).text
     assert "+8613800138000" not in page
     assert "The lines to fix are listed for a week only" in page
+
+
+def test_a_file_stays_while_a_run_of_this_week_uses_it(rules, store, member, upload, import_storage):
+    checked, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
+    HistoryImport.objects.filter(pk=checked.pk).update(requested_at=timezone.now() - dt.timedelta(days=8))
+    HistoryImport.objects.create(
+        kind="purchases",
+        file=checked.file.name,
+        file_name="history.csv",
+        store=store,
+        dry_run=False,
+        language="en",
+        status=HistoryImport.Status.FAILED,
+        can_retry=True,
+    )
+    HistoryImport.objects.create(kind="purchases", file_name="x.csv", language="en", report={"errors": None})
+    assert imports.imports_tidy() == {"abandoned": 0, "files": 0, "reports": 0, "staged_rows": 0}
+    assert (import_storage / checked.file.name).exists()
