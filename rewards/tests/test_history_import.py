@@ -32,6 +32,17 @@ def upload(admin_client, store, django_capture_on_commit_callbacks):
     return send
 
 
+def queued_import(member, store, *, by=None, dry_run=False) -> HistoryImport:
+    """A one-row purchases file for `member`, queued as the admin's form would (the task not yet run)."""
+    return imports.history_import_request(
+        kind="purchases",
+        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
+        by=by or UserFactory(),
+        store=store,
+        dry_run=dry_run,
+    )
+
+
 def test_a_clean_dry_run_is_imported_from_its_page_and_the_file_is_not_kept(
     rules, store, member, admin_client, upload, import_storage, django_capture_on_commit_callbacks
 ):
@@ -144,13 +155,7 @@ def test_the_report_is_in_the_language_of_whoever_asked(rules, store, admin_clie
 
 
 def test_a_run_is_run_once_however_often_its_task_is_delivered(rules, store, member):
-    run = imports.history_import_request(
-        kind="purchases",
-        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
-        by=UserFactory(),
-        store=store,
-        dry_run=False,
-    )
+    run = queued_import(member, store)
     # Another worker claimed it: this delivery leaves it alone.
     HistoryImport.objects.filter(pk=run.pk).update(status=HistoryImport.Status.RUNNING)
     imports.history_import_run(run.pk)
@@ -237,12 +242,7 @@ def test_clicks_on_two_pages_of_one_file_at_once_queue_one_import(rules, store, 
 
     monkeypatch.setattr(imports, "_queue", lambda run: None)
     admin = UserFactory()
-    checked = imports.history_import_request(
-        kind="purchases",
-        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
-        by=admin,
-        store=store,
-    )
+    checked = queued_import(member, store, by=admin, dry_run=True)
     HistoryImport.objects.filter(pk=checked.pk).update(status=HistoryImport.Status.DONE, report={"invalid": 0})
     stopped = HistoryImport.objects.create(
         kind="purchases",
@@ -274,13 +274,7 @@ def test_clicks_on_two_pages_of_one_file_at_once_queue_one_import(rules, store, 
 
 
 def test_whatever_stops_the_worker_leaves_a_failed_run_that_can_be_run_again(rules, store, member, monkeypatch):
-    run = imports.history_import_request(
-        kind="purchases",
-        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
-        by=UserFactory(),
-        store=store,
-        dry_run=False,
-    )
+    run = queued_import(member, store)
 
     def shutdown(run):
         raise SystemExit("warm shutdown")
@@ -295,13 +289,7 @@ def test_whatever_stops_the_worker_leaves_a_failed_run_that_can_be_run_again(rul
 
 
 def test_a_run_whose_worker_went_silent_is_taken_over_by_the_next_delivery(rules, store, member):
-    run = imports.history_import_request(
-        kind="purchases",
-        upload=SimpleUploadedFile("h.csv", f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n".encode()),
-        by=UserFactory(),
-        store=store,
-        dry_run=False,
-    )
+    run = queued_import(member, store)
     now = timezone.now()
     HistoryImport.objects.filter(pk=run.pk).update(
         status=HistoryImport.Status.RUNNING, heartbeat_at=now - dt.timedelta(minutes=5)
