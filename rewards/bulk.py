@@ -385,28 +385,34 @@ def opening_balances_grant(balances: Sequence[OpeningBalance]) -> int:
     if not balances:
         return 0
     now = timezone.now()
+    # Every row is worked out before COPY begins: finding the rules may read the database (the
+    # programme's snapshot is renewed every few seconds), and the connection can do nothing else
+    # while it copies; a read then would wait on the COPY for ever.
+    rows = []
+    for balance in balances:
+        rules = services.rules_in_force(at=balance.earned_at)
+        available_at, expires_at = rules.lot_dates(balance.earned_at, return_window=False)
+        earned_on = balance.earned_at.astimezone(rules.programme.tz).date().isoformat()
+        detail = json.dumps({"earned_on": earned_on})
+        rows.append(
+            (
+                balance.member_id,
+                "opening",
+                balance.points,
+                balance.earned_at,
+                available_at,
+                expires_at,
+                detail,
+                f"opening:{balance.member_id}",
+            )
+        )
     with connection.cursor() as cursor:
         cursor.execute(CREDIT_STAGING)
         with cursor.copy(
             "COPY bulk_credit (member_id, kind, points, earned_at, available_at, expires_at, detail, idempotency_key) FROM STDIN"
         ) as copy:
-            for balance in balances:
-                rules = services.rules_in_force(at=balance.earned_at)
-                available_at, expires_at = rules.lot_dates(balance.earned_at, return_window=False)
-                earned_on = balance.earned_at.astimezone(rules.programme.tz).date().isoformat()
-                key = f"opening:{balance.member_id}"
-                copy.write_row(
-                    (
-                        balance.member_id,
-                        "opening",
-                        balance.points,
-                        balance.earned_at,
-                        available_at,
-                        expires_at,
-                        json.dumps({"earned_on": earned_on}),
-                        key,
-                    )
-                )
+            for row in rows:
+                copy.write_row(row)
         cursor.execute(
             "DELETE FROM bulk_credit c USING rewards_ledgerentry e "
             "WHERE e.account_id = c.member_id AND e.idempotency_key = c.idempotency_key"

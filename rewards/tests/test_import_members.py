@@ -93,3 +93,28 @@ def test_two_rows_for_one_existing_member_are_refused(rules, tmp_path):
     with pytest.raises(CommandError, match="1 invalid"):
         run(tmp_path, "OLD-1,,,Mei,,10,\n,,mei@example.com,Mei,,20,")
     assert not LedgerEntry.objects.exists()
+
+
+def test_opening_balances_read_nothing_from_the_database_while_copying(rules, monkeypatch):
+    """The programme's snapshot may be renewed (a database read) at any moment: never in the middle of a COPY.
+
+    A read on the copying connection waits for the COPY, which waits for the read: a large file hung.
+    """
+    from django.db import connection
+    from psycopg import pq
+
+    from members.tests.factories import MemberFactory
+    from rewards import bulk, config, services
+
+    real = services.rules_in_force
+
+    def renewing(**kwargs):
+        assert connection.connection.info.transaction_status != pq.TransactionStatus.ACTIVE, "read while copying"
+        config.forget()  # as if the snapshot had just grown old
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "rules_in_force", renewing)
+    members = MemberFactory.create_batch(3)
+    balances = [bulk.OpeningBalance(member_id=m.pk, points=10, earned_at=rules.effective_from) for m in members]
+    assert bulk.opening_balances_grant(balances) == 30
+    assert ledger_drift() == []
