@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import phonenumbers
 from allauth.account.models import EmailAddress
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone, translation
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
@@ -256,6 +256,32 @@ def members_enrol_bulk(*, people: list[dict[str, object]], channel: str, store: 
         for number, person in zip(numbers, people, strict=True)
     ]
     return Member.objects.bulk_create(members, batch_size=2000)
+
+
+def members_update_bulk(*, members: Sequence[Member], fields: Sequence[str]) -> int:
+    """Save `fields` of many members in one statement (an import's updates); return how many were saved.
+
+    Django's bulk_update builds a CASE of every row for every field: for 100,000 members it spent a
+    minute in Python alone. Here the values are copied into a staging table and applied with one
+    UPDATE … FROM.
+    """
+    if not members:
+        return 0
+    model_fields = [Member._meta.get_field(name) for name in fields]
+    columns = ", ".join(f"{field.column} {field.db_type(connection)}" for field in model_fields)
+    names = ", ".join(field.column for field in model_fields)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS pg_temp.member_update")
+        cursor.execute(f"CREATE TEMP TABLE member_update (id bigint PRIMARY KEY, {columns})")
+        with cursor.copy(f"COPY member_update (id, {names}) FROM STDIN") as copy:
+            for member in members:
+                values = (field.get_db_prep_save(getattr(member, field.attname), connection) for field in model_fields)
+                copy.write_row([member.pk, *values])
+        assignments = ", ".join(f"{field.column} = u.{field.column}" for field in model_fields)
+        cursor.execute(f"UPDATE members_member m SET {assignments} FROM member_update u WHERE m.id = u.id")
+        saved = cursor.rowcount
+        cursor.execute("DROP TABLE member_update")
+    return saved
 
 
 # --- the member's own profile, phone and account (the portal) ------------------------------

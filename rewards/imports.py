@@ -625,7 +625,7 @@ def _write_members(
         for key, value in person.items():
             setattr(member, key, value)
         changed.append(member)
-    Member.objects.bulk_update(changed, list(MEMBER_FIELDS), batch_size=2000)
+    member_services.members_update_bulk(members=changed, fields=MEMBER_FIELDS)
     now = timezone.now()
     targets = [(member, points, earned) for member, (_l, _p, points, earned) in zip(created, creates, strict=True)]
     targets += [(member, points, earned) for member, _p, points, earned in updates]

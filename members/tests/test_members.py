@@ -118,3 +118,19 @@ def test_roles_are_groups_with_real_permissions():
     assert not marketer.has_perm("rewards.add_purchase")
     assert admin.has_perm("members.change_store")
     assert admin.has_perm("rewards.adjust_points")
+
+
+@pytest.mark.django_db
+def test_many_members_are_saved_in_one_statement_and_others_are_untouched(django_assert_max_num_queries):
+    changed = MemberFactory.create_batch(3)
+    other = MemberFactory(name="Left alone")
+    wanted = [(f"New {n}", dt.date(1990, 1, 1 + n), f"+861390000000{n}") for n in range(3)]
+    for member, (name, birthday, phone) in zip(changed, wanted, strict=True):
+        member.name, member.birthday, member.phone = name, birthday, phone
+    with django_assert_max_num_queries(5):
+        assert services.members_update_bulk(members=changed, fields=["name", "birthday", "phone"]) == 3
+    for member, expected in zip(changed, wanted, strict=True):
+        member.refresh_from_db()
+        assert (member.name, member.birthday, str(member.phone)) == expected
+    other.refresh_from_db()
+    assert other.name == "Left alone"
