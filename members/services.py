@@ -258,6 +258,7 @@ def members_enrol_bulk(*, people: list[dict[str, object]], channel: str, store: 
     return Member.objects.bulk_create(members, batch_size=2000)
 
 
+@transaction.atomic
 def members_update_bulk(*, members: Sequence[Member], fields: Sequence[str]) -> int:
     """Save `fields` of many members in one statement (an import's updates); return how many were saved.
 
@@ -268,20 +269,20 @@ def members_update_bulk(*, members: Sequence[Member], fields: Sequence[str]) -> 
     if not members:
         return 0
     model_fields = [Member._meta.get_field(name) for name in fields]
-    columns = ", ".join(f"{field.column} {field.db_type(connection)}" for field in model_fields)
-    names = ", ".join(field.column for field in model_fields)
+    # Read before COPY begins: a deferred field read during it would wait on the copying connection.
+    rows = [[m.pk, *(f.get_db_prep_save(getattr(m, f.attname), connection) for f in model_fields)] for m in members]
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in model_fields)
+    names = ", ".join(quote(f.column) for f in model_fields)
+    assignments = ", ".join(f"{quote(f.column)} = u.{quote(f.column)}" for f in model_fields)
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS pg_temp.member_update")
-        cursor.execute(f"CREATE TEMP TABLE member_update (id bigint PRIMARY KEY, {columns})")
+        cursor.execute(f"CREATE TEMP TABLE member_update (id bigint PRIMARY KEY, {columns}) ON COMMIT DROP")
         with cursor.copy(f"COPY member_update (id, {names}) FROM STDIN") as copy:
-            for member in members:
-                values = (field.get_db_prep_save(getattr(member, field.attname), connection) for field in model_fields)
-                copy.write_row([member.pk, *values])
-        assignments = ", ".join(f"{field.column} = u.{field.column}" for field in model_fields)
+            for row in rows:
+                copy.write_row(row)
         cursor.execute(f"UPDATE members_member m SET {assignments} FROM member_update u WHERE m.id = u.id")
-        saved = cursor.rowcount
-        cursor.execute("DROP TABLE member_update")
-    return saved
+        return cursor.rowcount
 
 
 # --- the member's own profile, phone and account (the portal) ------------------------------
