@@ -341,10 +341,7 @@ class HistoryImportAdmin(admin.ModelAdmin):
         return self._allowed(request) and not (obj and obj.pending)
 
     def delete_model(self, request: HttpRequest, obj: HistoryImport) -> None:
-        name = obj.file.name
-        obj.delete()
-        if name and not HistoryImport.objects.filter(file=name).exists():
-            obj.file.storage.delete(name)  # the file holds phone numbers and e-mails: gone with its last record
+        imports.history_import_delete(obj)
 
     @admin.display(description=_("summary"))
     def summary(self, obj: HistoryImport) -> str:

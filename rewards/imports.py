@@ -764,10 +764,25 @@ def history_import_run(import_id: int) -> None:
             )
             raise
     if outcome.get("report", {}).get("written"):
-        # Written: the file (phone numbers, e-mails) is not kept, for this run or the dry run before it.
-        name = run.file.name
-        run.file.storage.delete(name)
-        HistoryImport.objects.filter(file=name).update(file="")
+        _files_forget([run.file.name])  # for this run and the dry run before it
+
+
+def history_import_delete(run: HistoryImport) -> None:
+    """Delete a finished run, and its file once no other run uses it."""
+    name = run.file.name
+    run.delete()
+    if name and not HistoryImport.objects.filter(file=name).exists():
+        _files_forget([name])
+
+
+def _files_forget(names: Iterable[str]) -> int:
+    """Delete stored files and clear them from every run that named them: they hold phone numbers and e-mails."""
+    names = set(names)
+    storage = HistoryImport._meta.get_field("file").storage
+    for name in names:
+        storage.delete(name)
+    HistoryImport.objects.filter(file__in=names).update(file="")
+    return len(names)
 
 
 def _stopped_message() -> str:
@@ -848,13 +863,10 @@ def imports_tidy(*, now: dt.datetime | None = None) -> dict[str, int]:
     names = set(files.filter(requested_at__lt=cutoff).values_list("file", flat=True)) - set(
         files.filter(Q(requested_at__gte=cutoff) | Q(status__in=HistoryImport.PENDING)).values_list("file", flat=True)
     )
-    storage = HistoryImport._meta.get_field("file").storage
-    for name in names:
-        storage.delete(name)
-    HistoryImport.objects.filter(file__in=names).update(file="")
+    forgotten = _files_forget(names)
     with connection.cursor() as cursor:
         cursor.execute(FORGET_ERRORS, [cutoff])
         reports = cursor.rowcount
         cursor.execute("DELETE FROM rewards_import_staging WHERE staged_at < %s", [now - STAGED_ROWS_KEPT])
         staged_rows = cursor.rowcount
-    return {"abandoned": failed, "files": len(names), "reports": reports, "staged_rows": staged_rows}
+    return {"abandoned": failed, "files": forgotten, "reports": reports, "staged_rows": staged_rows}

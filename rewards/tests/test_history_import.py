@@ -43,6 +43,20 @@ def queued_import(member, store, *, by=None, dry_run=False) -> HistoryImport:
     )
 
 
+def stopped_import_of(checked: HistoryImport) -> HistoryImport:
+    """A real import of the checked file that stopped part way, as a killed worker leaves it."""
+    return HistoryImport.objects.create(
+        kind=checked.kind,
+        file=checked.file.name,
+        file_name=checked.file_name,
+        store=checked.store,
+        dry_run=False,
+        language="en",
+        status=HistoryImport.Status.FAILED,
+        can_retry=True,
+    )
+
+
 def test_a_clean_dry_run_is_imported_from_its_page_and_the_file_is_not_kept(
     rules, store, member, admin_client, upload, import_storage, django_capture_on_commit_callbacks
 ):
@@ -244,16 +258,7 @@ def test_clicks_on_two_pages_of_one_file_at_once_queue_one_import(rules, store, 
     admin = UserFactory()
     checked = queued_import(member, store, by=admin, dry_run=True)
     HistoryImport.objects.filter(pk=checked.pk).update(status=HistoryImport.Status.DONE, report={"invalid": 0})
-    stopped = HistoryImport.objects.create(
-        kind="purchases",
-        file=checked.file.name,
-        file_name="h.csv",
-        store=store,
-        dry_run=False,
-        language="en",
-        status=HistoryImport.Status.FAILED,
-        can_retry=True,
-    )
+    stopped = stopped_import_of(checked)
     barrier, runs = threading.Barrier(2), []
 
     def click(run):
@@ -439,16 +444,7 @@ def test_runs_left_pending_are_failed_and_listed_lines_forgotten_by_the_clock(ru
 def test_a_file_stays_while_a_run_of_this_week_uses_it(rules, store, member, upload, import_storage):
     checked, _page = upload(f"member_ref,occurred_at,amount\n{member.member_number},20260301,10\n", dry_run="on")
     HistoryImport.objects.filter(pk=checked.pk).update(requested_at=timezone.now() - dt.timedelta(days=8))
-    HistoryImport.objects.create(
-        kind="purchases",
-        file=checked.file.name,
-        file_name="history.csv",
-        store=store,
-        dry_run=False,
-        language="en",
-        status=HistoryImport.Status.FAILED,
-        can_retry=True,
-    )
+    stopped_import_of(checked)
     HistoryImport.objects.create(kind="purchases", file_name="x.csv", language="en", report={"errors": None})
     assert imports.imports_tidy() == {"abandoned": 0, "files": 0, "reports": 0, "staged_rows": 0}
     assert (import_storage / checked.file.name).exists()
